@@ -1,0 +1,61 @@
+# vpnadmin: `make run` serves the app, `make test` installs and runs every check,
+# `make bench` runs the benchmark suites. See README.md.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+PY := $(VENV)/bin/python
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
+SUITE ?=
+ARGS ?=
+
+# The test and benchmark environment: own databases and an own Redis key prefix.
+TEST_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/vpnadmin REDIS_URL=redis://127.0.0.1:6379/0 \
+	STATICFILES_BACKEND=django.contrib.staticfiles.storage.StaticFilesStorage
+
+.PHONY: help run test lint format bench prepare clean
+
+help:
+	@echo "make run    install, migrate and serve on 127.0.0.1:8000 (BIND, PORT to change)"
+	@echo "make test   install what the tests need, start services, lint and run every test"
+	@echo "make bench  run benchmark suites (SUITE=name for one), rows in var/bench/<suite>.json"
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+
+$(RUN_STAMP): requirements.txt | $(VENV)/bin/python
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(DEV_STAMP): requirements.txt requirements-dev.txt $(RUN_STAMP)
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+run: $(RUN_STAMP)
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) manage.py createadmin
+	$(VENV)/bin/gunicorn -c vpnadmin/gunicorn.conf.py
+
+prepare: $(DEV_STAMP)
+	bash scripts/prepare-test-machine.sh
+
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(DEV_STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: prepare lint
+	$(TEST_ENV) $(PY) manage.py check
+	$(TEST_ENV) $(PY) manage.py makemigrations --check --dry-run
+	$(TEST_ENV) $(PY) -m pytest $(ARGS)
+
+bench: prepare
+	$(TEST_ENV) $(PY) -m bench $(SUITE)
+
+clean:
+	rm -rf $(VENV) var/static var/bench

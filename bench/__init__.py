@@ -1,0 +1,1 @@
+"""Benchmark suites: every figure beside its baseline, measured in the same run."""

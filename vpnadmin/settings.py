@@ -1,0 +1,212 @@
+"""vpnadmin settings: one module, read from the environment.
+
+With nothing set, the app runs on the embedded defaults (SQLite under var/, a file
+cache shared by every worker process). With DATABASE_URL and REDIS_URL set it uses
+PostgreSQL and Redis. See README.md for every variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vpnadmin.env import (
+    database_from_url,
+    envbool,
+    envfloat,
+    envint,
+    envlist,
+    envstr,
+    persistent_secret_key,
+    redis_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(envstr("VPNADMIN_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = envbool("DEBUG", False)
+SECRET_KEY = persistent_secret_key(VAR_DIR)
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "django_htmx",
+    "template_partials",
+    "vpnadmin",
+    "users",
+    "containers",
+    "perf",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Every URL needs a login unless its view is marked @login_not_required.
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "vpnadmin.urls"
+WSGI_APPLICATION = "vpnadmin.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    }
+]
+
+# --- database ----------------------------------------------------------------------
+_default_sqlite = f"sqlite:///{VAR_DIR / 'vpnadmin.sqlite3'}"
+DATABASES = {"default": database_from_url("DATABASE_URL", _default_sqlite)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    # Several gunicorn workers share one file: WAL lets readers run beside a writer,
+    # IMMEDIATE takes the write lock up front so a transaction never fails half-way
+    # with "database is locked", and the busy timeout makes writers queue instead.
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+else:
+    DATABASES["default"].setdefault("OPTIONS", {})
+    # Fail fast when PostgreSQL is unreachable instead of hanging a worker.
+    DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", envint("DATABASE_CONNECT_TIMEOUT", 3, minimum=1))
+    DATABASES["default"]["TEST"] = {"NAME": envstr("TEST_DATABASE_NAME", f"test_{DATABASES['default']['NAME']}")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- cache -------------------------------------------------------------------------
+REDIS_URL = redis_url("REDIS_URL")
+CACHE_KEY_PREFIX = envstr("CACHE_KEY_PREFIX", "vpnadmin")
+# Explicit socket timeouts: a hanging Redis must cost a page milliseconds, far below
+# gunicorn's worker timeout, never the whole request.
+CACHE_SOCKET_TIMEOUT = envfloat("CACHE_SOCKET_TIMEOUT", 0.25)
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
+            "TIMEOUT": 300,
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                "PARSER_CLASS": "redis.connection._HiredisParser",
+                "SOCKET_CONNECT_TIMEOUT": CACHE_SOCKET_TIMEOUT,
+                "SOCKET_TIMEOUT": CACHE_SOCKET_TIMEOUT,
+                "IGNORE_EXCEPTIONS": True,
+            },
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            # Shared by every worker process through the file system.
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
+            "TIMEOUT": 300,
+        }
+    }
+DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
+DJANGO_REDIS_SCAN_ITERSIZE = 1000
+
+# Sessions live in the database: a Redis outage must not log everybody out.
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
+
+# --- Docker engines ----------------------------------------------------------------
+# The engine configured from the environment; more hosts are added in the app.
+DOCKER_HOST = envstr("DOCKER_HOST", "unix:///var/run/docker.sock")
+DOCKER_TIMEOUT = envfloat("DOCKER_TIMEOUT", 10.0)
+
+# --- auth --------------------------------------------------------------------------
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# --- security ----------------------------------------------------------------------
+# Behind TLS (VPNADMIN_HTTPS=1) cookies are secure and HSTS is on; `check --deploy`
+# is clean with these. The zero-config run serves plain HTTP on 127.0.0.1.
+HTTPS = envbool("VPNADMIN_HTTPS", False)
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS and envbool("SECURE_SSL_REDIRECT", True)
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31536000 if HTTPS else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_HSTS_PRELOAD = HTTPS
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if envbool("BEHIND_PROXY", False) else None
+SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+
+# --- i18n, static ------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = envstr("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": envstr("STATICFILES_BACKEND", "whitenoise.storage.CompressedManifestStaticFilesStorage"),
+    },
+}
+
+# Bulk selections ("all matching this filter") travel as a filter, not as ids; pages
+# that post many ids use one field holding a list.
+DATA_UPLOAD_MAX_NUMBER_FIELDS = envint("DATA_UPLOAD_MAX_NUMBER_FIELDS", 10000, minimum=1000)
+DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", 10 * 1024 * 1024, minimum=1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = envint("FILE_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024, minimum=1024)
+
+# --- health ------------------------------------------------------------------------
+HEALTH_CHECK_TIMEOUT = envfloat("HEALTH_CHECK_TIMEOUT", 1.5)
+
+# --- logging -----------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # Connection pools log every retry at DEBUG; keep them quiet.
+        "urllib3": {"level": "WARNING"},
+        "docker": {"level": "WARNING"},
+    },
+}
+
+# Serve static files straight from the source folders (tests, development).
+WHITENOISE_USE_FINDERS = envbool("WHITENOISE_USE_FINDERS", DEBUG)
