@@ -32,7 +32,7 @@ def _prepare_environment() -> None:
             "-U",
             "postgres",
             "-tAc",
-            f"SELECT 1 FROM pg_database WHERE datname='{BENCH_DATABASE}'",
+            f"SELECT 1 FROM pg_database WHERE datname='{BENCH_DATABASE}'",  # noqa: S608 - a constant
         ],
         capture_output=True,
         text=True,

@@ -1,5 +1,14 @@
 from __future__ import annotations
 
+from django.urls import include, path
+
+from perf import views
+
 app_name = "perf"
 
-urlpatterns: list = []
+# The cache pages and the memory pages each keep their own URL module.
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("cache/", include("perf.urls_cache")),
+    path("memory/", include("perf.urls_memory")),
+]

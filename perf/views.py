@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from django.contrib.auth.decorators import login_not_required
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -25,3 +26,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
         "checks": {check.name: {**asdict(check), "state": check.state} for check in checks},
     }
     return JsonResponse(body, status=503 if status == "down" else 200)
+
+
+@require_GET
+def index(request: HttpRequest) -> HttpResponse:
+    """The Performance section: where to look for cache and memory figures."""
+    return render(request, "perf/index.html")
