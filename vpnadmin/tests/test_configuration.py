@@ -67,6 +67,14 @@ def test_manage_py_with_a_wrong_redis_url_prints_one_line() -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_database_url_to_a_server_that_is_down_is_one_line() -> None:
+    result = _manage("migrate", "--check", DATABASE_URL="postgres://postgres@127.0.0.1:9/nothing_here")
+    assert result.returncode == 2
+    assert result.stderr.startswith("Cannot use the database named by DATABASE_URL:")
+    assert result.stderr.strip().count("\n") == 0
+    assert "Traceback" not in result.stderr
+
+
 def test_production_settings_pass_the_deploy_check(tmp_path: Path) -> None:
     result = _manage(
         "check",
