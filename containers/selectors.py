@@ -1,10 +1,19 @@
-"""Reads about Docker engines and the servers on them."""
+"""Reads about Docker engines, the servers on them, jobs and the latest stats samples."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
+from django.db.models import Count, Prefetch, QuerySet
+
+from containers.engine import describe_engine_error, ping_host, remember_hosts
+from containers.models import BatchJob, DockerHost, VpnServer
+from containers.stats import read_panel
 
 
 @dataclass(frozen=True)
@@ -14,5 +23,106 @@ class EngineEndpoint:
 
 
 def engine_endpoints() -> list[EngineEndpoint]:
-    """Every Docker engine the app is configured to control."""
-    return [EngineEndpoint(name="local", base_url=settings.DOCKER_HOST)]
+    """Every enabled Docker engine; the configured local engine when no host is recorded."""
+    hosts = list(DockerHost.objects.order_by("name"))
+    if not hosts:
+        return [EngineEndpoint(name="local", base_url=settings.DOCKER_HOST)]
+    enabled = [host for host in hosts if host.enabled]
+    remember_hosts(enabled)  # so the health pings use each host's TLS or ssh settings
+    return [EngineEndpoint(name=host.name, base_url=host.base_url) for host in enabled]
+
+
+def hosts_with_servers() -> list[DockerHost]:
+    """Every host with its servers (ordered by name), for the servers page."""
+    servers = VpnServer.objects.order_by("name")
+    return list(
+        DockerHost.objects.annotate(server_count=Count("servers"))
+        .prefetch_related(Prefetch("servers", queryset=servers))
+        .order_by("-enabled", "name")
+    )
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    reachable: bool
+    detail: str
+
+
+_status_pool: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _status_pool
+    if _status_pool is None:
+        _status_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="host-status")
+    return _status_pool
+
+
+def live_host_status(hosts: Iterable[DockerHost], *, timeout: float | None = None) -> dict[int, HostStatus]:
+    """Ping every enabled host at once; a host that does not answer within `timeout` is unreachable.
+
+    The page waits at most `timeout` in all, whatever the number of hosts.
+    """
+    deadline = settings.HEALTH_CHECK_TIMEOUT if timeout is None else timeout
+    enabled = [host for host in hosts if host.enabled]
+    futures = {host.pk: _pool().submit(ping_host, host, timeout=deadline) for host in enabled}
+    wait(futures.values(), timeout=deadline)
+    status: dict[int, HostStatus] = {}
+    for pk, future in futures.items():
+        if not future.done():
+            status[pk] = HostStatus(False, f"no answer within {deadline:g} s")
+            continue
+        try:
+            status[pk] = HostStatus(True, "Docker " + future.result())
+        except Exception as exc:  # a host down is a state shown on the page
+            status[pk] = HostStatus(False, describe_engine_error(exc))
+    return status
+
+
+def servers_for_ids(ids: Iterable[int]) -> QuerySet[VpnServer]:
+    return VpnServer.objects.filter(pk__in=list(ids)).select_related("host")
+
+
+def job_with_results(job_id: int) -> BatchJob | None:
+    return BatchJob.objects.filter(pk=job_id).prefetch_related("results").first()
+
+
+def recent_jobs(limit: int = 5) -> list[BatchJob]:
+    return list(BatchJob.objects.order_by("-created_at", "-id")[:limit])
+
+
+# --- the live stats panel ---------------------------------------------------------------
+
+
+@dataclass
+class StatsPanel:
+    """The collector's summary: rows of display strings, per host and for the busiest servers."""
+
+    hosts: list[dict[str, Any]] = field(default_factory=list)
+    top: list[dict[str, Any]] = field(default_factory=list)
+    running: int = 0
+    sampled: int = 0
+    collected_at: float = 0.0
+
+
+def stats_panel() -> StatsPanel | None:
+    """Totals per host and the busiest servers as the collector last summed them up: one
+    cache read, whatever the number of containers; no query, never a call to an engine.
+    None when no collector has run lately."""
+    data = read_panel()
+    if data is None:
+        return None
+    return StatsPanel(
+        hosts=list(data.get("hosts", [])),
+        top=list(data.get("top", [])),
+        running=int(data.get("running", 0)),
+        sampled=int(data.get("sampled", 0)),
+        collected_at=float(data.get("collected_at", 0.0)),
+    )
+
+
+def invalidate_server_tags(server_ids: list[int]) -> None:
+    """Drop cached reads about these servers (tagged cache only; plain backends keep none)."""
+    invalidate = getattr(cache, "invalidate_tags", None)
+    if invalidate is not None and server_ids:
+        invalidate([f"server:{pk}" for pk in server_ids])

@@ -1,5 +1,20 @@
 from __future__ import annotations
 
+from django.urls import path
+
+from containers import views
+
 app_name = "containers"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.server_list, name="servers"),
+    path("batch/", views.server_batch, name="batch"),
+    path("new/", views.server_new, name="server_new"),
+    path("sync/", views.server_sync, name="sync"),
+    path("stats/", views.stats_panel, name="stats"),
+    path("jobs/<int:job_id>/", views.job_detail, name="job"),
+    path("hosts/", views.host_list, name="hosts"),
+    path("hosts/<int:host_id>/check/", views.host_check, name="host_check"),
+    path("hosts/<int:host_id>/enable/", views.host_set_enabled, {"enabled": True}, name="host_enable"),
+    path("hosts/<int:host_id>/disable/", views.host_set_enabled, {"enabled": False}, name="host_disable"),
+]
