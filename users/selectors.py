@@ -1,0 +1,614 @@
+"""Reads on VPN users that stay fast at a million rows.
+
+- Filters map to indexed predicates: the effective status through `status_q` (partial
+  indexes), `*` wildcards through `UPPER(col) LIKE` (trigram indexes on PostgreSQL).
+- Search: 3+ characters match substrings of username and e-mail (trigram) or words of
+  username, e-mail and note (full text, ranked); shorter input matches a username
+  exactly through the unique index instead of scanning.
+- Pagination: keyset (`after` / `before` cursors) for next, previous, first and last
+  at any depth; page numbers by offset only up to `MAX_OFFSET` rows.
+- Counts: exact on small tables; `pg_class.reltuples` for the whole big table; a
+  filter is counted up to `COUNT_CAP` rows and estimated by the planner beyond.
+- Lists, counts and statistics go through the tagged cache when it is configured.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import OperationalError, connection, transaction
+from django.db.models import BooleanField, Count, F, FloatField, Lookup, Q, QuerySet, Sum, Value
+from django.db.models.expressions import OrderBy, RawSQL
+from django.db.models.functions import Concat
+from django.utils import timezone
+
+from users.models import Protocol, Status, VpnUser, status_expression, status_q
+
+PAGE_SIZE = 50
+# Page numbers are reached by OFFSET only this deep; further with Next/Last (keyset).
+MAX_OFFSET = 10_000
+# A filtered list is counted exactly up to this many rows, then estimated.
+# Counting a text search costs about COUNT_CAP / selectivity rows; a cap too low would
+# instead send searches with a few hundred matches down a long index walk (_keyset_rows).
+COUNT_CAP = 500
+# A search is ranked by default up to this many matches (ranking sorts every match).
+RANK_LIMIT = COUNT_CAP
+# Below this many rows (by the planner's estimate) the whole table is counted exactly.
+ESTIMATE_THRESHOLD = 50_000
+MIN_SUBSTRING = 3
+# A list page is cancelled after this long (then the operator is asked to narrow it).
+QUERY_TIMEOUT_MS = 5_000
+MAX_SEARCH_LENGTH = 200
+CACHE_TIMEOUT = 30
+LIST_COLUMNS = (
+    "id",
+    "username",
+    "email",
+    "protocol",
+    "is_active",
+    "data_limit",
+    "used_traffic",
+    "expire_at",
+    "on_hold_days",
+    "last_online_at",
+)
+
+
+@dataclass(frozen=True)
+class Ordering:
+    label: str
+    fields: tuple[str, ...]
+    keyset: bool = True
+
+
+ORDERINGS: dict[str, Ordering] = {
+    "-id": Ordering("newest first", ("-id",)),
+    "id": Ordering("oldest first", ("id",)),
+    "username": Ordering("username A-Z", ("username",)),
+    "-username": Ordering("username Z-A", ("-username",)),
+    "-used_traffic": Ordering("most traffic", ("-used_traffic", "-id")),
+    "used_traffic": Ordering("least traffic", ("used_traffic", "id")),
+    # These sort on computed values: page numbers only (no index can serve a cursor).
+    "status": Ordering("status", ("status", "-id"), keyset=False),
+    "relevance": Ordering("best match (with a search)", ("-rank", "-id"), keyset=False),
+}
+DEFAULT_ORDERING = "-id"
+
+
+@dataclass(frozen=True)
+class UserFilter:
+    """Everything that selects users on the list, in the export and in "all matching"."""
+
+    q: str = ""
+    username: str = ""
+    email: str = ""
+    status: str = ""
+    protocol: str = ""
+    server: str = ""
+    created_from: datetime.date | None = None
+    created_to: datetime.date | None = None
+    expires_from: datetime.date | None = None
+    expires_to: datetime.date | None = None
+    used_min: int | None = None
+    used_max: int | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return self == UserFilter()
+
+    def cache_key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), default=str, sort_keys=True).encode()).hexdigest()[:24]
+
+    def describe(self) -> str:
+        parts = [f"{k}={v}" for k, v in asdict(self).items() if v not in ("", None)]
+        return "all matching " + (", ".join(parts) if parts else "(everything)")
+
+
+@dataclass
+class CountInfo:
+    value: int
+    exact: bool
+
+    @property
+    def display(self) -> str:
+        return f"{self.value:,}" if self.exact else f"about {self.value:,}"
+
+
+@dataclass
+class UserPage:
+    rows: list[dict[str, Any]]
+    count: CountInfo
+    ordering: str
+    page_number: int | None = None
+    has_next: bool = False
+    has_previous: bool = False
+    next_params: dict[str, str] = field(default_factory=dict)
+    previous_params: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_pages(self) -> int:
+        return max(1, math.ceil(self.count.value / PAGE_SIZE))
+
+
+class SearchRefused(ValueError):
+    """A filter value that cannot be answered quickly or safely; the message says why."""
+
+
+# --- the tagged cache ----------------------------------------------------------------
+
+
+def _cached(key: str, compute: Callable[[], Any], *, tags: list[str], timeout: int = CACHE_TIMEOUT) -> Any:
+    """Cache-aside through perf.cache's tagged API when it is the configured backend."""
+    if not settings.USERS_CACHE_READS or not hasattr(cache, "invalidate_tags"):
+        return compute()
+    return cache.get_or_set(f"users:{key}", compute, timeout, tags=tags)
+
+
+# --- filters and search ----------------------------------------------------------------
+
+
+class UpperLike(Lookup):
+    """`UPPER(col) LIKE UPPER(pattern)`: the form the trigram indexes on UPPER(col) serve."""
+
+    lookup_name = "upperlike"
+    prepare_rhs = False
+
+    def as_sql(self, compiler: Any, conn: Any) -> tuple[str, list[Any]]:
+        lhs, lhs_params = self.process_lhs(compiler, conn)
+        rhs, rhs_params = self.process_rhs(compiler, conn)
+        if conn.vendor == "postgresql":
+            return f"UPPER({lhs}::text) LIKE UPPER({rhs})", [*lhs_params, *rhs_params]
+        return f"UPPER({lhs}) LIKE UPPER({rhs}) ESCAPE '\\'", [*lhs_params, *rhs_params]
+
+
+def wildcard_pattern(value: str) -> str:
+    """'*' is the only wildcard an operator types; LIKE's own % _ \\ are escaped."""
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%")
+
+
+def _wildcard_filter(qs: QuerySet[VpnUser], column: str, value: str) -> QuerySet[VpnUser]:
+    if "*" not in value:
+        if column == "username":
+            return qs.filter(username=value.lower())
+        return qs.filter(UpperLike(F(column), wildcard_pattern(value)))
+    longest = max((len(part) for part in value.split("*")), default=0)
+    if longest < MIN_SUBSTRING:
+        raise SearchRefused(f"A {column} pattern needs at least {MIN_SUBSTRING} characters in a row besides '*'.")
+    return qs.filter(UpperLike(F(column), wildcard_pattern(value)))
+
+
+def _fts(sql: str, q: str, output: Any) -> RawSQL:
+    # The query text is a parameter; `sql` is one of two constants below.
+    return RawSQL(sql.replace("{query}", "websearch_to_tsquery('simple', %s)"), [q], output_field=output)  # noqa: S611
+
+
+def apply_search(qs: QuerySet[VpnUser], q: str) -> tuple[QuerySet[VpnUser], str | None, bool]:
+    """Returns the searched queryset, a note for the operator, and whether it can rank."""
+    q = q.strip()
+    if not q:
+        return qs, None, False
+    if "\x00" in q:
+        raise SearchRefused("The search contains a null byte.")
+    if len(q) > MAX_SEARCH_LENGTH:
+        raise SearchRefused(f"The search is limited to {MAX_SEARCH_LENGTH} characters.")
+    if len(q) < MIN_SUBSTRING:
+        note = f"Searches shorter than {MIN_SUBSTRING} characters match a username exactly."
+        return qs.filter(username=q.lower()), note, False
+    condition = Q(username__icontains=q) | Q(email__icontains=q)
+    if connection.vendor == "postgresql":
+        condition |= Q(_fts('"users_vpnuser"."search_vector" @@ {query}', q, BooleanField()))
+        rank = _fts('ts_rank("users_vpnuser"."search_vector", {query})', q, FloatField())
+        return qs.filter(condition).annotate(rank=rank), None, True
+    # SQLite: no full-text index; plain matching over the note too.
+    return qs.filter(condition | Q(note__icontains=q)), None, False
+
+
+def filtered_users(
+    flt: UserFilter, *, now: datetime.datetime | None = None
+) -> tuple[QuerySet[VpnUser], list[str], bool]:
+    """The users matching `flt`, notes for the operator, and whether a rank is available.
+
+    Raises SearchRefused for input that cannot be answered without a table scan.
+    """
+    now = now or timezone.now()
+    qs = VpnUser.objects.all()
+    notes: list[str] = []
+    if flt.username:
+        qs = _wildcard_filter(qs, "username", flt.username)
+    if flt.email:
+        qs = _wildcard_filter(qs, "email", flt.email)
+    if flt.status:
+        qs = qs.filter(status_q(flt.status, now))
+    if flt.protocol:
+        qs = qs.filter(protocol=flt.protocol)
+    if flt.server and _has_server():
+        qs = qs.filter(server__isnull=True) if flt.server == "none" else qs.filter(server_id=int(flt.server))
+    if flt.created_from:
+        qs = qs.filter(created_at__gte=_start_of(flt.created_from))
+    if flt.created_to:
+        qs = qs.filter(created_at__lt=_start_of(flt.created_to + datetime.timedelta(days=1)))
+    if flt.expires_from:
+        qs = qs.filter(expire_at__gte=_start_of(flt.expires_from))
+    if flt.expires_to:
+        qs = qs.filter(expire_at__lt=_start_of(flt.expires_to + datetime.timedelta(days=1)))
+    if flt.used_min is not None:
+        qs = qs.filter(used_traffic__gte=flt.used_min)
+    if flt.used_max is not None:
+        qs = qs.filter(used_traffic__lte=flt.used_max)
+    qs, note, ranked = apply_search(qs, flt.q)
+    if note:
+        notes.append(note)
+    return qs, notes, ranked
+
+
+def _start_of(day: datetime.date) -> datetime.datetime:
+    return datetime.datetime.combine(day, datetime.time.min, tzinfo=timezone.get_current_timezone())
+
+
+def _has_server() -> bool:
+    return any(f.name == "server" for f in VpnUser._meta.get_fields())
+
+
+def server_choices() -> list[Any]:
+    """Servers for the filter control, once the Containers app links users to servers."""
+    if not _has_server():
+        return []
+    server_model = VpnUser._meta.get_field("server").related_model
+    return list(server_model.objects.order_by("pk")[:500])
+
+
+def selection_queryset(flt: UserFilter) -> QuerySet[VpnUser]:
+    """'All N matching this filter' for a bulk action: the filter itself, never a list of ids."""
+    qs, _, _ = filtered_users(flt)
+    return qs
+
+
+# --- counting ---------------------------------------------------------------------
+
+
+def estimated_table_rows() -> int | None:
+    """The planner's row count for the table (<1 ms), or None when unknown."""
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = 'users_vpnuser'::regclass")
+        row = cursor.fetchone()
+    return int(row[0]) if row and row[0] >= 0 else None
+
+
+def _planner_estimate(qs: QuerySet[VpnUser]) -> int:
+    sql, params = qs.order_by().values("pk").query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        plan = cursor.fetchone()[0]
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def count_users(qs: QuerySet[VpnUser], *, filtered: bool) -> CountInfo:
+    """Never count(*) over a big table: estimate the whole table, cap a filter's count."""
+    if not filtered:
+        estimate = estimated_table_rows()
+        if estimate is not None and estimate >= ESTIMATE_THRESHOLD:
+            return CountInfo(estimate, exact=False)
+        return CountInfo(qs.order_by().count(), exact=True)
+    capped = qs.order_by().values("pk")[: COUNT_CAP + 1].count()
+    if capped <= COUNT_CAP or connection.vendor != "postgresql":
+        return CountInfo(capped, exact=capped <= COUNT_CAP)
+    return CountInfo(max(_planner_estimate(qs), COUNT_CAP + 1), exact=False)
+
+
+# --- the list page -----------------------------------------------------------------
+
+
+def encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(token: str, ordering: Ordering) -> list[Any]:
+    """The values of the last row seen; raises ValueError for anything not made by encode_cursor."""
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        values = json.loads(base64.urlsafe_b64decode(padded.encode()).decode())
+    except (binascii.Error, UnicodeError, json.JSONDecodeError) as exc:
+        raise ValueError("not a page link") from exc
+    if not isinstance(values, list) or len(values) != len(ordering.fields):
+        raise ValueError("not a page link")
+    for name, value in zip(ordering.fields, values, strict=True):
+        expected = str if name.lstrip("-") == "username" else int
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise ValueError("not a page link")
+    return values
+
+
+def _keyset_condition(ordering: Ordering, values: list[Any], *, after: bool) -> Q:
+    descending = ordering.fields[0].startswith("-")
+    greater = after != descending
+    columns = [name.lstrip("-") for name in ordering.fields]
+    if len(columns) == 1:
+        return Q(**{f"{columns[0]}__{'gt' if greater else 'lt'}": values[0]})
+    # A row-value comparison: one index range scan on (col, id) at any depth.
+    left = ", ".join(f'"users_vpnuser"."{column}"' for column in columns)
+    right = ", ".join(["%s"] * len(values))
+    operator = ">" if greater else "<"
+    # Column names come from the ORDERINGS whitelist; the values are parameters.
+    return Q(RawSQL(f"({left}) {operator} ({right})", values, output_field=BooleanField()))  # noqa: S611
+
+
+def _reverse(fields: tuple[str, ...]) -> list[str]:
+    return [name[1:] if name.startswith("-") else f"-{name}" for name in fields]
+
+
+def _row_values(row: dict[str, Any], ordering: Ordering) -> list[Any]:
+    return [row[name.lstrip("-")] for name in ordering.fields]
+
+
+@contextmanager
+def bounded_time() -> Iterator[None]:
+    """A list read that PostgreSQL cannot answer within QUERY_TIMEOUT_MS is cancelled.
+
+    Some inputs stay slow whatever the indexes (a substring whose matches all sit far
+    from the start of the order): the operator gets a message instead of a worker held
+    until gunicorn kills it.
+    """
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        yield
+        return
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [f"{QUERY_TIMEOUT_MS}ms"])
+            yield
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) != "57014":  # query_canceled
+            raise
+        raise SearchRefused(
+            f"This list took longer than {QUERY_TIMEOUT_MS / 1000:g} s to read; narrow the search or filter."
+        ) from None
+
+
+def users_page(
+    flt: UserFilter,
+    *,
+    ordering: str = DEFAULT_ORDERING,
+    after: str = "",
+    before: str = "",
+    last: bool = False,
+    page: int | None = None,
+) -> UserPage:
+    """One page of the list; raises SearchRefused for a filter that would scan the table."""
+    now = timezone.now()
+    qs, notes, ranked = filtered_users(flt, now=now)
+    if ordering == "relevance" and not ranked:
+        notes.append("Best match needs a search of 3 or more characters; showing newest first.")
+        ordering = DEFAULT_ORDERING
+    # A search on the first page is ranked by default when ranking is cheap (few matches).
+    auto_rank = bool(flt.q) and ranked and ordering == DEFAULT_ORDERING and not (after or before or last or page)
+    key = f"page:{flt.cache_key()}:{ordering}:{after}:{before}:{int(last)}:{page}:{int(auto_rank)}"
+
+    def compute() -> dict[str, Any]:
+        with bounded_time():
+            result = _compute_page(
+                qs, flt, ordering, now=now, after=after, before=before, last=last, page=page, auto_rank=auto_rank
+            )
+        return asdict(result)
+
+    data = _cached(key, compute, tags=["users"])
+    result = UserPage(**{**data, "count": CountInfo(**data["count"])})
+    result.notes = notes + result.notes
+    return result
+
+
+def _compute_page(
+    qs: QuerySet[VpnUser],
+    flt: UserFilter,
+    ordering: str,
+    *,
+    now: datetime.datetime,
+    after: str,
+    before: str,
+    last: bool,
+    page: int | None,
+    auto_rank: bool = False,
+) -> UserPage:
+    notes: list[str] = []
+    columns: list[str] = [*LIST_COLUMNS]
+    if _has_server():
+        columns.append("server__name")
+    rows_qs = qs.annotate(status=status_expression(now))
+    count = count_users(qs, filtered=not flt.is_empty)
+    if auto_rank:
+        if count.exact and count.value <= RANK_LIMIT:
+            ordering = "relevance"
+        else:
+            # Ranking means scoring and sorting every match; newest first reads 50 rows.
+            notes.append(f"More than {RANK_LIMIT:,} matches: newest first. Choose “best match” to rank them.")
+    spec = ORDERINGS[ordering]
+    total_pages = max(1, math.ceil(count.value / PAGE_SIZE))
+    if not spec.keyset or page:
+        number = page or 1
+        if (number - 1) * PAGE_SIZE > MAX_OFFSET:
+            notes.append(
+                f"Page numbers go up to {MAX_OFFSET // PAGE_SIZE + 1}; use Next and Last, or narrow the filter."
+            )
+            number = 1
+        elif number > total_pages and count.exact:
+            notes.append(f"There is no page {number}; showing page 1.")
+            number = 1
+        start = (number - 1) * PAGE_SIZE
+        window = list(rows_qs.order_by(*spec.fields).values(*columns, "status")[start : start + PAGE_SIZE + 1])
+        rows = window[:PAGE_SIZE]
+        has_next = len(window) > PAGE_SIZE and number * PAGE_SIZE <= MAX_OFFSET
+        result = UserPage(rows, count, ordering, number, has_next, number > 1, notes=notes)
+        if has_next:
+            result.next_params = {"page": str(number + 1)}
+        if number > 1:
+            result.previous_params = {"page": str(number - 1)}
+        return _finish(result, spec)
+    cursor_token = after or before
+    values: list[Any] | None = None
+    if cursor_token:
+        try:
+            values = decode_cursor(cursor_token, spec)
+        except ValueError:
+            notes.append("That page link is not valid for this list; showing the first page.")
+    backwards = last or (values is not None and bool(before))
+    order = _reverse(spec.fields) if backwards else list(spec.fields)
+    if values is not None:
+        rows_qs = rows_qs.filter(_keyset_condition(spec, values, after=not backwards))
+    text_search = bool(flt.q or flt.username or flt.email)
+    window = _keyset_rows(rows_qs.values(*columns, "status"), order, text_search=text_search, few_matches=count.exact)
+    more = len(window) > PAGE_SIZE
+    rows = window[:PAGE_SIZE]
+    if backwards:
+        rows.reverse()
+        has_previous, has_next = more, bool(values) or False
+        if last:
+            has_next = False
+    else:
+        has_next, has_previous = more, values is not None
+    number = total_pages if last else (1 if values is None else None)
+    result = UserPage(rows, count, ordering, number, has_next, has_previous, notes=notes)
+    if rows:
+        if has_next:
+            result.next_params = {"after": encode_cursor(_row_values(rows[-1], spec))}
+        if has_previous:
+            result.previous_params = {"before": encode_cursor(_row_values(rows[0], spec))}
+    return _finish(result, spec)
+
+
+UNINDEXED_SORTABLE = frozenset({"id", "username", "used_traffic"})
+
+
+def unindexed_order(name: str) -> OrderBy:
+    """The same order as `name`, as an expression no index provides: sort after filtering."""
+    column = name.lstrip("-")
+    expression = Concat(F(column), Value("")) if column == "username" else F(column) + Value(0)
+    return expression.desc() if name.startswith("-") else expression.asc()
+
+
+def _keyset_rows(qs: QuerySet[Any], order: list[str], *, text_search: bool, few_matches: bool) -> list[dict[str, Any]]:
+    """One page of rows in `order`, planned so a rare search term cannot walk the table.
+
+    The planner guesses a text search's selectivity badly: it walks the primary key (or
+    username) index "until 51 rows match", which reads the whole table when the term is
+    rare (6.7 s for 20 matches at 1M rows). A search with few matches (the capped count
+    says exactly how many) is therefore sorted after the trigram/full-text indexes found
+    them. With many matches the index walk finds a page quickly, unless the matches are
+    all far from the start of the order (see the benchmark's "clustered" row).
+    """
+    limit = PAGE_SIZE + 1
+    if text_search and few_matches:
+        return list(qs.order_by(*[unindexed_order(name) for name in order])[:limit])
+    return list(qs.order_by(*order)[:limit])
+
+
+def _finish(result: UserPage, spec: Ordering) -> UserPage:
+    for row in result.rows:
+        row.pop("rank", None)
+    return result
+
+
+# --- one user, statistics, export ----------------------------------------------------
+
+
+def user_detail(pk: int) -> VpnUser | None:
+    """One user with its status; the credential columns are deferred (loaded only on reveal)."""
+    qs = VpnUser.objects.defer("credential_uuid", "credential_password", "wg_private_key", "wg_public_key")
+    if _has_server():
+        qs = qs.select_related("server")
+    return qs.annotate(status=status_expression(timezone.now())).filter(pk=pk).first()
+
+
+def user_credentials(pk: int) -> dict[str, str]:
+    """The secrets of one user, for the explicit reveal that needs the change permission."""
+    row = (
+        VpnUser.objects.filter(pk=pk)
+        .values("protocol", "credential_uuid", "credential_password", "wg_private_key", "wg_public_key")
+        .first()
+    )
+    if row is None:
+        return {}
+    if row["protocol"] == Protocol.VLESS:
+        return {"UUID": str(row["credential_uuid"])}
+    if row["protocol"] == Protocol.SHADOWSOCKS:
+        return {"Password": row["credential_password"]}
+    return {"Private key": row["wg_private_key"], "Public key": row["wg_public_key"]}
+
+
+def _compute_stats() -> dict[str, Any]:
+    now = timezone.now()
+    aggregates: dict[str, Any] = {"total": Count("pk")}
+    for status in Status:
+        aggregates[f"status_{status.value}"] = Count("pk", filter=status_q(status.value, now))
+    for protocol in Protocol:
+        aggregates[f"protocol_{protocol.value}"] = Count("pk", filter=Q(protocol=protocol.value))
+    aggregates["used_total"] = Sum("used_traffic")
+    aggregates["limit_total"] = Sum("data_limit")
+    aggregates["expiring_7d"] = Count(
+        "pk", filter=Q(is_active=True, expire_at__gt=now, expire_at__lte=now + datetime.timedelta(days=7))
+    )
+    values = VpnUser.objects.aggregate(**aggregates)
+    values["used_total"] = values["used_total"] or 0
+    values["limit_total"] = values["limit_total"] or 0
+    values["computed_at"] = now.isoformat()
+    return values
+
+
+def users_stats() -> dict[str, Any]:
+    """Counts by effective status and protocol, traffic totals, expiring in 7 days: one query."""
+    return _cached("stats", _compute_stats, tags=["users", "stats"], timeout=60)
+
+
+EXPORT_COLUMNS = (
+    "username",
+    "email",
+    "protocol",
+    "status",
+    "is_active",
+    "data_limit",
+    "used_traffic",
+    "reset_strategy",
+    "expire_at",
+    "on_hold_days",
+    "note",
+    "created_at",
+    "last_online_at",
+)
+
+
+def export_rows(flt: UserFilter, *, chunk_size: int = 2_000) -> Iterator[tuple[Any, ...]]:
+    """Rows for CSV, streamed through a server-side cursor; never the credentials."""
+    qs, _, _ = filtered_users(flt)
+    qs = qs.annotate(status=status_expression(timezone.now())).order_by("id")
+    yield from qs.values_list(*EXPORT_COLUMNS).iterator(chunk_size=chunk_size)
+
+
+def warm_hot_reads(progress: Callable[[str], None]) -> int:
+    """Fill the cache with what the pages read first; returns how many entries it warmed."""
+    warmed = 0
+    users_stats()
+    progress("users: statistics")
+    warmed += 1
+    for ordering in ("-id", "username", "-used_traffic"):
+        users_page(UserFilter(), ordering=ordering)
+        progress(f"users: first list page, {ORDERINGS[ordering].label}")
+        warmed += 1
+    for status in Status:
+        users_page(UserFilter(status=status.value))
+        progress(f"users: first list page, status {status.label}")
+        warmed += 1
+    return warmed

@@ -1,0 +1,318 @@
+"""The users pages: list (search, filters, pages, bulk actions), one user, CSV in and out."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponse, QueryDict, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from users import services
+from users.csv_io import csv_lines, parse_users_csv
+from users.forms import (
+    BULK_ACTIONS,
+    FILTER_FIELDS,
+    BulkActionForm,
+    ImportForm,
+    UserForm,
+    parse_filter,
+    parse_ordering,
+    parse_page,
+)
+from users.models import Protocol, Status, VpnUser
+from users.selectors import (
+    ORDERINGS,
+    SearchRefused,
+    export_rows,
+    filtered_users,
+    selection_queryset,
+    server_choices,
+    user_credentials,
+    user_detail,
+    users_page,
+    users_stats,
+)
+from vpnadmin.audit import audit_record
+from vpnadmin.http import AuthedHttpRequest, render_page_or_partial, wants_partial
+
+VIEW = "users.view_vpnuser"
+ADD = "users.add_vpnuser"
+CHANGE = "users.change_vpnuser"
+DELETE = "users.delete_vpnuser"
+
+
+def _filter_query(data: QueryDict) -> dict[str, str]:
+    """The filter part of a query string, to carry into page links, export and bulk forms."""
+    return {name: data[name] for name in (*FILTER_FIELDS, "ordering") if data.get(name)}
+
+
+def _get_user_for(request: AuthedHttpRequest, pk: int) -> VpnUser:
+    user = user_detail(pk)
+    if user is None:
+        raise Http404("No such VPN user.")
+    return user
+
+
+@require_GET
+@permission_required(VIEW, raise_exception=True)
+def user_list(request: AuthedHttpRequest) -> HttpResponse:
+    flt, notes = parse_filter(request.GET)
+    ordering, ordering_note = parse_ordering(request.GET.get("ordering"))
+    page_number, page_note = parse_page(request.GET.get("page"))
+    notes += [note for note in (ordering_note, page_note) if note]
+    base = _filter_query(request.GET)
+    if ordering_note:
+        base.pop("ordering", None)
+    try:
+        page = users_page(
+            flt,
+            ordering=ordering,
+            after=request.GET.get("after", ""),
+            before=request.GET.get("before", ""),
+            last=request.GET.get("last") == "1",
+            page=page_number,
+        )
+    except SearchRefused as exc:
+        notes.append(str(exc))
+        page = None
+    if page is not None:
+        notes += page.notes
+        if page.ordering != ordering:
+            base["ordering"] = page.ordering  # the next pages keep the order this one chose
+    context = {
+        "page": page,
+        "notes": notes,
+        "filter_form": _filter_form_initial(request.GET),
+        "orderings": ORDERINGS,
+        "ordering": page.ordering if page else ordering,
+        "query": urlencode(base),
+        "next_query": urlencode({**base, **page.next_params}) if page and page.has_next else "",
+        "previous_query": urlencode({**base, **page.previous_params}) if page and page.has_previous else "",
+        "last_query": urlencode({**base, "last": "1"}) if page and ORDERINGS[page.ordering].keyset else "",
+        "bulk_actions": BULK_ACTIONS,
+        "filter_items": sorted(_filter_query(request.GET).items()) if not ordering_note else sorted(base.items()),
+        "status_choices": Status.choices,
+        "protocol_choices": Protocol.choices,
+        "servers": [] if wants_partial(request) else server_choices(),
+        "can_change": request.user.has_perm(CHANGE),
+        "can_delete": request.user.has_perm(DELETE),
+        "can_add": request.user.has_perm(ADD),
+    }
+    return render_page_or_partial(request, "users/list.html", context, "results")
+
+
+def _filter_form_initial(data: QueryDict) -> dict[str, str]:
+    return {name: data.get(name, "") for name in FILTER_FIELDS}
+
+
+@require_GET
+@permission_required(VIEW, raise_exception=True)
+def user_stats(request: AuthedHttpRequest) -> HttpResponse:
+    return render(request, "users/stats.html", {"stats": users_stats()})
+
+
+@require_POST
+@permission_required(VIEW, raise_exception=True)
+def user_bulk(request: AuthedHttpRequest) -> HttpResponse:
+    """One action over the selected rows or over every user matching the posted filter."""
+    form = BulkActionForm(request.POST)
+    if not form.is_valid():
+        for errors in form.errors.values():
+            for error in errors:
+                messages.error(request, error)
+        return redirect(_list_url(request.POST))
+    action = form.cleaned_data["action"]
+    needed = DELETE if action == "delete" else CHANGE
+    if not request.user.has_perm(needed):
+        raise PermissionDenied
+    if form.cleaned_data["select_all"]:
+        flt, errors = parse_filter(request.POST)
+        if errors:
+            for error in errors:
+                messages.error(request, error)
+            return redirect(_list_url(request.POST))
+        try:
+            selection = selection_queryset(flt)
+        except SearchRefused as exc:
+            messages.error(request, str(exc))
+            return redirect(_list_url(request.POST))
+        label = flt.describe()
+    else:
+        ids = form.cleaned_data["ids"]
+        selection = VpnUser.objects.filter(pk__in=ids)
+        label = f"{len(ids)} selected"
+    if action == "delete" and not form.cleaned_data["confirmed"]:
+        count = selection.order_by().count()
+        return render(
+            request,
+            "users/confirm_delete.html",
+            {"count": count, "post": request.POST, "back": _list_url(request.POST)},
+        )
+    actor = request.user
+    if action == "activate":
+        count = services.users_set_active(actor=actor, users=selection, active=True, selection=label)
+        text = f"Enabled {count:,} users."
+    elif action == "disable":
+        count = services.users_set_active(actor=actor, users=selection, active=False, selection=label)
+        text = f"Disabled {count:,} users."
+    elif action == "extend":
+        days = form.cleaned_data["days"]
+        count = services.users_extend_expiry(actor=actor, users=selection, days=days, selection=label)
+        text = f"Extended the expiry of {count:,} users by {days} days (users without an expiry keep none)."
+    elif action == "add_data":
+        amount = form.cleaned_data["amount"]
+        count = services.users_add_data(actor=actor, users=selection, amount=amount, selection=label)
+        text = f"Added {amount:,} bytes to the limit of {count:,} users (unlimited users stay unlimited)."
+    elif action == "reset":
+        count = services.users_reset_traffic(actor=actor, users=selection, selection=label)
+        text = f"Reset the traffic of {count:,} users."
+    else:
+        count = services.users_delete(actor=actor, users=selection, selection=label)
+        text = f"Deleted {count:,} users."
+    messages.success(request, text)
+    return redirect(_list_url(request.POST))
+
+
+def _list_url(data: QueryDict) -> str:
+    query = urlencode(_filter_query(data))
+    return "/users/" + (f"?{query}" if query else "")
+
+
+def _apply_service_errors(form: UserForm, errors: list[services.RowError]) -> None:
+    for error in errors:
+        name = error.field if error.field in form.fields else None
+        form.add_error(name, f"{error.field.replace('_', ' ').capitalize()} {error.message}.")
+
+
+def _form_values(form: UserForm) -> dict[str, Any]:
+    return form.values()
+
+
+@require_http_methods(["GET", "POST"])
+@permission_required(ADD, raise_exception=True)
+def user_create(request: AuthedHttpRequest) -> HttpResponse:
+    form = UserForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        result = services.users_create_batch(actor=request.user, rows=[_form_values(form)])
+        if result.ok:
+            messages.success(request, f"Created {form.cleaned_data['username'].lower()}.")
+            return redirect("users:detail", result.ids[0])
+        _apply_service_errors(form, result.errors)
+    status = 400 if request.method == "POST" else 200
+    return render(request, "users/form.html", {"form": form, "creating": True}, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+@permission_required(VIEW, raise_exception=True)
+def user_detail_view(request: AuthedHttpRequest, pk: int) -> HttpResponse:
+    user = _get_user_for(request, pk)
+    can_change = request.user.has_perm(CHANGE)
+    initial = {
+        "username": user.username,
+        "email": user.email,
+        "protocol": user.protocol,
+        "data_limit": "" if user.data_limit is None else str(user.data_limit),
+        "reset_strategy": user.reset_strategy,
+        "expire_at": timezone.localtime(user.expire_at).date() if user.expire_at else None,
+        "on_hold_days": user.on_hold_days,
+        "is_active": user.is_active,
+        "note": user.note,
+    }
+    form = UserForm(request.POST or None, initial=initial)
+    form.fields["username"].disabled = True
+    if request.method == "POST":
+        if not can_change:
+            raise PermissionDenied
+        if form.is_valid():
+            values = _form_values(form)
+            values.pop("username")
+            if values["protocol"] == user.protocol:
+                values.pop("protocol")  # same protocol: keep the credentials
+            result = services.users_update_batch(actor=request.user, changes={user.pk: values}, action="users_edit")
+            if result.ok:
+                messages.success(request, f"Saved {user.username}.")
+                return redirect("users:detail", user.pk)
+            _apply_service_errors(form, result.errors)
+    context = {"user_obj": user, "form": form, "can_change": can_change}
+    return render(request, "users/detail.html", context, status=400 if request.method == "POST" else 200)
+
+
+@never_cache
+@require_POST
+@permission_required(CHANGE, raise_exception=True)
+def user_reveal_credentials(request: AuthedHttpRequest, pk: int) -> HttpResponse:
+    """The credentials of one user, on an explicit POST by someone who may change users; audited."""
+    user = _get_user_for(request, pk)
+    audit_record(
+        actor=request.user, action="users_reveal_credentials", target=services.TARGET, count=1, object_ids=[pk]
+    )
+    return render(request, "users/credentials.html", {"credentials": user_credentials(pk), "user_obj": user})
+
+
+@require_http_methods(["GET", "POST"])
+@permission_required(ADD, raise_exception=True)
+def user_import(request: AuthedHttpRequest) -> HttpResponse:
+    """Upload a CSV; "check" lists every bad row by line, "import" writes all of them or none."""
+    form = ImportForm(request.POST or None, request.FILES or None)
+    context: dict[str, Any] = {"form": form, "max_rows": settings.USERS_IMPORT_MAX_ROWS}
+    status = 200
+    if request.method == "POST":
+        applying = request.POST.get("step") == "import"
+        if form.is_valid():
+            upload = form.cleaned_data["file"]
+            parsed = parse_users_csv(upload, max_rows=settings.USERS_IMPORT_MAX_ROWS)
+            errors = list(parsed.errors)
+            written = 0
+            if not parsed.fatal and parsed.rows:
+                write_good = form.cleaned_data["write_good_rows"]
+                if applying and (not errors or write_good):
+                    result = services.users_create_batch(
+                        actor=request.user, rows=parsed.rows, positions=parsed.lines, write_good_rows=write_good
+                    )
+                    written = result.written
+                else:
+                    _, row_errors = services.validate_new_users(parsed.rows, positions=parsed.lines)
+                    result = services.BatchResult(errors=row_errors, rows_seen=len(parsed.rows))
+                errors = sorted(errors + result.errors, key=lambda e: e.position)
+            context.update(
+                checked=True,
+                applied=applying,
+                rows=len(parsed.rows),
+                errors=errors[:1000],
+                error_count=len(errors),
+                bad_lines=len({e.position for e in errors if e.position}),
+                written=written,
+                fatal=parsed.fatal,
+            )
+            if errors:
+                status = 400 if applying and not written else 200
+        else:
+            status = 400
+    if wants_partial(request):
+        status = 200  # htmx swaps only 2xx answers; the report itself says what went wrong
+    return render_page_or_partial(request, "users/import.html", context, "report", status=status)
+
+
+@require_GET
+@permission_required(VIEW, raise_exception=True)
+def user_export(request: AuthedHttpRequest) -> HttpResponse:
+    """The current filter as CSV, streamed from a server-side cursor; never the credentials."""
+    flt, errors = parse_filter(request.GET)
+    if errors:
+        return HttpResponse("\n".join(errors), status=400, content_type="text/plain; charset=utf-8")
+    try:
+        filtered_users(flt)
+    except SearchRefused as exc:
+        return HttpResponse(str(exc), status=400, content_type="text/plain; charset=utf-8")
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    response = StreamingHttpResponse(csv_lines(export_rows(flt)), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="vpn-users-{stamp}.csv"'
+    return response
