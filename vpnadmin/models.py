@@ -24,6 +24,8 @@ class AuditEntry(models.Model):
         ordering = ["-created_at", "-id"]
         verbose_name_plural = "audit entries"
         indexes = [models.Index(fields=["action", "-created_at"])]
+        # Project-wide permissions with no model of their own (no app may add a model for them).
+        permissions = [("manage_cache", "Can invalidate and warm the cache")]
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name or 'system'} {self.action} x{self.count}"
