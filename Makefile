@@ -36,7 +36,9 @@ run: $(RUN_STAMP)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py createadmin
-	$(VENV)/bin/gunicorn -c vpnadmin/gunicorn.conf.py
+# The stats collector runs beside gunicorn and stops with it.
+	$(PY) manage.py collectstats & collector=$$!; trap 'kill $$collector 2>/dev/null' EXIT; \
+		$(VENV)/bin/gunicorn -c vpnadmin/gunicorn.conf.py
 
 prepare: $(DEV_STAMP)
 	bash scripts/prepare-test-machine.sh

@@ -113,10 +113,43 @@ def _probe_cache() -> str:
     return backend.rsplit(".", 1)[-1]
 
 
+class MemoryLeakOpen(Exception):
+    """A critical memory leak finding is open on a process still being measured."""
+
+
+def _probe_memory() -> str:
+    from django.db import DatabaseError
+
+    from perf.memory_selectors import open_findings
+    from perf.memory_services import stale_before
+    from perf.profiler import ProfilerConfig
+
+    _thread_connections.add(connections["default"])
+    try:
+        connection.close_if_unusable_or_obsolete()
+        findings = open_findings(stale_before=stale_before(ProfilerConfig.from_settings()))
+    except DatabaseError:
+        # The database check reports the outage; the memory check has nothing to add.
+        connection.close()
+        return "not checked: the snapshot store (database) does not answer"
+    critical = [f for f in findings if f.severity == "critical"]
+    if critical:
+        worst = critical[0]
+        raise MemoryLeakOpen(
+            f"critical leak open in {len(critical)} process(es): pid {worst.process.pid} grows "
+            f"{worst.slope_mb_per_hour:,.0f} MB/h (see /perf/memory/)"
+        )
+    if findings:
+        return f"{len(findings)} open finding(s), none critical"
+    return "no open leak findings"
+
+
 def _checks_to_run() -> list[tuple[str, str, bool, Callable[[], str]]]:
     checks: list[tuple[str, str, bool, Callable[[], str]]] = [
         ("database", "database", True, _probe_database),
         ("cache", "cache", True, _probe_cache),
+        # A critical leak degrades the service; the workers still answer.
+        ("memory", "memory", False, _probe_memory),
     ]
     for endpoint in engine_endpoints():
         base_url = endpoint.base_url

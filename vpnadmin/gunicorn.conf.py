@@ -21,3 +21,76 @@ max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "500"))
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None  # empty: no access log
 errorlog = "-"
 wsgi_app = "vpnadmin.wsgi:application"
+
+
+# --- memory sampler and Prometheus multi-process metrics (perf) ----------------------
+# Every worker writes its counters to files in PROMETHEUS_MULTIPROC_DIR; /metrics sums
+# them. The directory belongs to this master (var/prometheus/<pid>), emptied at start,
+# removed at exit, so two servers on one machine never add up each other's figures.
+def _prometheus_dir() -> str:
+    import shutil
+    from pathlib import Path
+
+    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if configured:
+        path = Path(configured)
+    else:
+        var_dir = Path(os.environ.get("VPNADMIN_VAR_DIR", Path(__file__).resolve().parent.parent / "var"))
+        root = var_dir / "prometheus"
+        root.mkdir(parents=True, exist_ok=True)
+        for old in root.iterdir():  # directories of masters that are gone
+            if old.name.isdigit() and not _pid_alive(int(old.name)):
+                shutil.rmtree(old, ignore_errors=True)
+        path = root / str(os.getpid())
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def on_starting(server: object) -> None:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _prometheus_dir()
+
+
+def post_worker_init(worker: object) -> None:
+    # After the application is loaded (Django is set up), unlike post_fork. A bare WSGI
+    # app without Django settings (a benchmark baseline) runs without a sampler.
+    if not os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return
+    try:
+        from perf.profiler import start_worker_sampler
+
+        start_worker_sampler()
+    except Exception:
+        worker.log.exception("memory sampler did not start; the worker serves without it")  # type: ignore[attr-defined]
+
+
+def child_exit(server: object, worker: object) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+
+def worker_exit(server: object, worker: object) -> None:
+    if not os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return
+    from perf.profiler import stop_worker_sampler
+
+    stop_worker_sampler()
+
+
+def on_exit(server: object) -> None:
+    import shutil
+
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        shutil.rmtree(path, ignore_errors=True)

@@ -15,6 +15,7 @@ from vpnadmin.env import (
     envfloat,
     envint,
     envlist,
+    envsecret,
     envstr,
     persistent_secret_key,
     redis_url,
@@ -46,6 +47,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Counts and times every request for /metrics; first, so the whole stack is timed.
+    "perf.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -107,12 +110,13 @@ CACHE_SOCKET_TIMEOUT = envfloat("CACHE_SOCKET_TIMEOUT", 0.25)
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
+            # django-redis plus tags, single-flight get_or_set and shared metrics (perf/cache.py).
+            "BACKEND": "perf.cache.RedisTaggedCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": CACHE_KEY_PREFIX,
             "TIMEOUT": 300,
             "OPTIONS": {
-                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                "CLIENT_CLASS": "perf.cache.TaggedRedisClient",
                 "PARSER_CLASS": "redis.connection._HiredisParser",
                 "SOCKET_CONNECT_TIMEOUT": CACHE_SOCKET_TIMEOUT,
                 "SOCKET_TIMEOUT": CACHE_SOCKET_TIMEOUT,
@@ -123,15 +127,19 @@ if REDIS_URL:
 else:
     CACHES = {
         "default": {
-            # Shared by every worker process through the file system.
-            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            # Shared by every worker process through the file system, with the same tag API.
+            "BACKEND": "perf.cache.FileTaggedCache",
             "LOCATION": str(VAR_DIR / "cache"),
             "KEY_PREFIX": CACHE_KEY_PREFIX,
             "TIMEOUT": 300,
+            # Django lists the directory on every write to decide on culling: keep it modest.
+            "OPTIONS": {"MAX_ENTRIES": 3000},
         }
     }
 DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
 DJANGO_REDIS_SCAN_ITERSIZE = 1000
+# What `manage.py warmcache` preloads: dotted paths of `fn(progress) -> int` (entries warmed).
+CACHE_WARMERS = envlist("CACHE_WARMERS", ["users.selectors.warm_hot_reads"])
 
 # Sessions live in the database: a Redis outage must not log everybody out.
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
@@ -140,6 +148,16 @@ SESSION_ENGINE = "django.contrib.sessions.backends.db"
 # The engine configured from the environment; more hosts are added in the app.
 DOCKER_HOST = envstr("DOCKER_HOST", "unix:///var/run/docker.sock")
 DOCKER_TIMEOUT = envfloat("DOCKER_TIMEOUT", 10.0)
+# Unix sockets a DockerHost may use; any other unix path is refused (tests add a second engine).
+DOCKER_LOCAL_SOCKETS = envlist("DOCKER_LOCAL_SOCKETS", [DOCKER_HOST] if DOCKER_HOST.startswith("unix://") else [])
+DOCKER_NETWORK_MODE = envstr("DOCKER_NETWORK_MODE", "bridge")  # network of the default local host's containers
+DOCKER_MAX_CONCURRENT = envint("DOCKER_MAX_CONCURRENT", 32, minimum=1)  # engine calls at once, all hosts
+DOCKER_STOP_TIMEOUT = envint("DOCKER_STOP_TIMEOUT", 10, minimum=0)  # seconds a container gets to stop
+# "k=v,k2=v2": labels added to every container the app creates (tests tag their run).
+DOCKER_EXTRA_LABELS = dict(item.split("=", 1) for item in envlist("DOCKER_EXTRA_LABELS", []) if "=" in item)
+CONTAINERS_BACKGROUND_THRESHOLD = envint("CONTAINERS_BACKGROUND_THRESHOLD", 5, minimum=0)
+CONTAINERS_STATS_INTERVAL = envfloat("CONTAINERS_STATS_INTERVAL", 5.0)
+CONTAINERS_JOB_STALE_AFTER = envint("CONTAINERS_JOB_STALE_AFTER", 300, minimum=60)  # silent job = crashed
 
 # --- auth --------------------------------------------------------------------------
 LOGIN_URL = "login"
@@ -190,8 +208,27 @@ DATA_UPLOAD_MAX_NUMBER_FIELDS = envint("DATA_UPLOAD_MAX_NUMBER_FIELDS", 10000, m
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", 10 * 1024 * 1024, minimum=1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = envint("FILE_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024, minimum=1024)
 
+# --- VPN users ---------------------------------------------------------------------
+USERS_IMPORT_MAX_BYTES = envint("USERS_IMPORT_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)  # one CSV upload
+USERS_IMPORT_MAX_ROWS = envint("USERS_IMPORT_MAX_ROWS", 100_000, minimum=1)  # rows in one page upload
+USERS_CACHE_READS = envbool("USERS_CACHE_READS", True)  # off: lists and stats read PostgreSQL every time
+
 # --- health ------------------------------------------------------------------------
 HEALTH_CHECK_TIMEOUT = envfloat("HEALTH_CHECK_TIMEOUT", 1.5)
+
+# --- memory profiler and metrics (perf) --------------------------------------------
+# Read by perf.profiler.ProfilerConfig, which checks every value (see README).
+PROFILER = {
+    "sampler": envbool("MEMORY_SAMPLER", True),  # the light sampler in every gunicorn worker
+    "interval_s": envfloat("MEMORY_SAMPLE_INTERVAL", 30.0),
+    "tracemalloc_window_minutes": envint("MEMORY_TRACEMALLOC_MINUTES", 15, minimum=1),
+    "leak_threshold_mb": envfloat("MEMORY_LEAK_THRESHOLD_MB", 20.0),  # MB per hour of sustained growth
+    "window": envint("MEMORY_WINDOW", 30, minimum=3),  # snapshots in the trend
+    "max_snapshots": envint("MEMORY_MAX_SNAPSHOTS", 240, minimum=3),  # kept per process
+    "max_processes": envint("MEMORY_MAX_PROCESSES", 64, minimum=1),
+}
+# Set: /metrics wants `Authorization: Bearer <token>`; unset: a logged-in staff member.
+METRICS_TOKEN = envsecret("METRICS_TOKEN")
 
 # --- logging -----------------------------------------------------------------------
 LOGGING = {
@@ -210,3 +247,6 @@ LOGGING = {
 
 # Serve static files straight from the source folders (tests, development).
 WHITENOISE_USE_FINDERS = envbool("WHITENOISE_USE_FINDERS", DEBUG)
+if WHITENOISE_USE_FINDERS:
+    # WhiteNoise also scans STATIC_ROOT and warns when it is missing before collectstatic.
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
