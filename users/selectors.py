@@ -234,7 +234,7 @@ def filtered_users(
         qs = qs.filter(status_q(flt.status, now))
     if flt.protocol:
         qs = qs.filter(protocol=flt.protocol)
-    if flt.server and _has_server():
+    if flt.server:
         qs = qs.filter(server__isnull=True) if flt.server == "none" else qs.filter(server_id=int(flt.server))
     if flt.created_from:
         qs = qs.filter(created_at__gte=_start_of(flt.created_from))
@@ -258,14 +258,8 @@ def _start_of(day: datetime.date) -> datetime.datetime:
     return datetime.datetime.combine(day, datetime.time.min, tzinfo=timezone.get_current_timezone())
 
 
-def _has_server() -> bool:
-    return any(f.name == "server" for f in VpnUser._meta.get_fields())
-
-
 def server_choices() -> list[Any]:
-    """Servers for the filter control, once the Containers app links users to servers."""
-    if not _has_server():
-        return []
+    """Servers for the filter control."""
     server_model = VpnUser._meta.get_field("server").related_model
     return list(server_model.objects.order_by("pk")[:500])
 
@@ -425,9 +419,7 @@ def _compute_page(
     auto_rank: bool = False,
 ) -> UserPage:
     notes: list[str] = []
-    columns: list[str] = [*LIST_COLUMNS]
-    if _has_server():
-        columns.append("server__name")
+    columns: list[str] = [*LIST_COLUMNS, "server__name"]
     rows_qs = qs.annotate(status=status_expression(now))
     count = count_users(qs, filtered=not flt.is_empty)
     if auto_rank:
@@ -528,8 +520,7 @@ def _finish(result: UserPage, spec: Ordering) -> UserPage:
 def user_detail(pk: int) -> VpnUser | None:
     """One user with its status; the credential columns are deferred (loaded only on reveal)."""
     qs = VpnUser.objects.defer("credential_uuid", "credential_password", "wg_private_key", "wg_public_key")
-    if _has_server():
-        qs = qs.select_related("server")
+    qs = qs.select_related("server")
     return qs.annotate(status=status_expression(timezone.now())).filter(pk=pk).first()
 
 

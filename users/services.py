@@ -11,7 +11,6 @@ fall back to `bulk_create` / `executemany` in one transaction.
 from __future__ import annotations
 
 import datetime
-import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,11 +98,6 @@ class BatchResult:
     @property
     def ok(self) -> bool:
         return not self.errors
-
-
-@functools.cache
-def _has_server_field() -> bool:
-    return any(f.name == "server" for f in VpnUser._meta.get_fields())
 
 
 def _is_postgres() -> bool:
@@ -231,7 +225,6 @@ def users_create_batch(
 
 
 def _insert(clean: list[tuple[int, dict[str, Any]]], *, now: datetime.datetime, progress: Any) -> list[int]:
-    with_server = _has_server_field()
     if not _is_postgres():
         objects = []
         for _, values in clean:
@@ -241,8 +234,6 @@ def _insert(clean: list[tuple[int, dict[str, Any]]], *, now: datetime.datetime, 
         created = VpnUser.objects.bulk_create(objects, batch_size=500)
         return [obj.pk for obj in created]
     columns = ["id", *CREATE_FIELDS, *_CREDENTIAL_COLUMNS, "created_at", "updated_at"]
-    if with_server:
-        columns.append("server_id")
     with connection.cursor() as cursor:
         # Keys first, so the audit entry and the caller know them without a read-back.
         cursor.execute(
@@ -257,14 +248,15 @@ def _insert(clean: list[tuple[int, dict[str, Any]]], *, now: datetime.datetime, 
                 chunk = clean[start : start + COPY_CHUNK]
                 with copy_cursor.copy(sql) as copy:
                     for pk, (_, values) in zip(ids[start : start + COPY_CHUNK], chunk, strict=True):
-                        row = (
-                            pk,
-                            *[values[name] for name in CREATE_FIELDS],
-                            *generate_credentials(values["protocol"]),
-                            now,
-                            now,
+                        copy.write_row(
+                            (
+                                pk,
+                                *[values[name] for name in CREATE_FIELDS],
+                                *generate_credentials(values["protocol"]),
+                                now,
+                                now,
+                            )
                         )
-                        copy.write_row((*row, None) if with_server else row)
                 written += len(chunk)
                 if progress:
                     progress(f"wrote {written:,} of {len(clean):,} users")
@@ -287,7 +279,7 @@ def users_update_batch(
     """
     result = BatchResult(rows_seen=len(changes))
     groups: dict[tuple[str, ...], list[tuple[int, list[Any]]]] = {}
-    allowed = set(UPDATE_FIELDS) | ({"server_id"} if _has_server_field() else set())
+    allowed = {*UPDATE_FIELDS, "server_id"}
     for position, (pk, raw) in enumerate(changes.items(), start=1):
         unknown = sorted(set(raw) - allowed)
         if unknown:

@@ -345,3 +345,17 @@ def test_a_list_read_that_runs_too_long_is_cancelled_with_a_message(
     assert "took longer than 0.1 s" in _text(response)
     monkeypatch.setattr(selectors, "count_users", real_count)
     assert "user0001" in _text(owner_client.get("/users/", {"q": "user"}))
+
+
+def test_the_cached_rows_of_the_list_change_as_soon_as_a_user_is_disabled(
+    owner_client: Client, django_capture_on_commit_callbacks: Any
+) -> None:
+    from users.services import users_set_active
+
+    ids = make_users(3, prefix="rowcache")
+    first = _text(owner_client.get("/users/"))
+    assert first.count("badge-disabled") == 0
+    with django_capture_on_commit_callbacks(execute=True):
+        users_set_active(actor=None, users=VpnUser.objects.filter(pk=ids[0]), active=False)
+    second = _text(owner_client.get("/users/"))
+    assert second.count('class="badge badge-disabled"') == 1
