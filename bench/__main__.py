@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import importlib
 import os
-import subprocess
 import sys
 
-from bench.harness import REPO, print_rows, write_rows
+from bench.harness import REPO, ensure_database, print_rows, write_rows
 
 BENCH_DATABASE = "vpnadmin_bench"
 
@@ -24,24 +23,7 @@ def _prepare_environment() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vpnadmin.settings")
     os.environ.setdefault("WHITENOISE_USE_FINDERS", "1")
     os.environ.setdefault("STATICFILES_BACKEND", "django.contrib.staticfiles.storage.StaticFilesStorage")
-    exists = subprocess.run(
-        [
-            "psql",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-tAc",
-            f"SELECT 1 FROM pg_database WHERE datname='{BENCH_DATABASE}'",  # noqa: S608 - a constant
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    if exists != "1":
-        subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {BENCH_DATABASE}"], check=True
-        )
+    ensure_database(BENCH_DATABASE)
 
 
 def available_suites() -> list[str]:

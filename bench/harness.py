@@ -80,6 +80,18 @@ def interleaved_medians(fns: dict[str, Callable[[], Any]], *, rounds: int = 7, w
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
+def ensure_database(name: str) -> None:
+    """Create the PostgreSQL database `name` on the local server unless it exists."""
+    exists = subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc", f"SELECT 1 FROM pg_database WHERE datname='{name}'"],  # noqa: S608 - our own constant names
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if exists != "1":
+        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {name}"], check=True)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -18,17 +18,14 @@ from django.db.models.functions import Upper
 from django.urls import reverse
 from django.utils import timezone
 
+# One protocol list for the whole product: a user and the server that serves it speak the same.
+from containers.models import Protocol
+
 USERNAME_RE = r"^[a-z0-9_.-]{3,32}$"
 # 1 PiB: anything above is a typo, not a quota.
 MAX_BYTES = 2**50
 MAX_ON_HOLD_DAYS = 3650
 MAX_NOTE_LENGTH = 500
-
-
-class Protocol(models.TextChoices):
-    VLESS = "vless", "VLESS"
-    SHADOWSOCKS = "shadowsocks", "Shadowsocks"
-    WIREGUARD = "wireguard", "WireGuard"
 
 
 class ResetStrategy(models.TextChoices):

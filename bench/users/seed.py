@@ -18,6 +18,8 @@ import sys
 import time
 from typing import Any
 
+from bench.harness import ensure_database
+
 BIG = 1_000_000
 SMALL = 1_000
 SMALL_DATABASE = "vpnadmin_bench_small"
@@ -103,24 +105,7 @@ def small_database_url() -> str:
 
 def ensure_small_database() -> str:
     """vpnadmin_bench_small, migrated and seeded with 1,000 users, in a child process."""
-    exists = subprocess.run(
-        [
-            "psql",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-tAc",
-            f"SELECT 1 FROM pg_database WHERE datname='{SMALL_DATABASE}'",  # noqa: S608 - a constant
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    if exists != "1":
-        subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {SMALL_DATABASE}"], check=True
-        )
+    ensure_database(SMALL_DATABASE)
     env = {**os.environ, "DATABASE_URL": small_database_url()}
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], env=env, check=True)
     subprocess.run([sys.executable, "-m", "bench.users.seed", str(SMALL)], env=env, check=True)
