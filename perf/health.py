@@ -117,30 +117,47 @@ class MemoryLeakOpen(Exception):
     """A critical memory leak finding is open on a process still being measured."""
 
 
-def _probe_memory() -> str:
-    from django.db import DatabaseError
+# Findings change at most once per sampling interval (30 s by default), so the verdict
+# is kept a few seconds under the "memory" tag that finding writes invalidate: the
+# dashboard and /healthz then pay one cache read instead of an ORM query per request.
+MEMORY_VERDICT_KEY = "health:memory-verdict"
+MEMORY_VERDICT_SECONDS = 10
 
+
+def _memory_verdict() -> dict[str, Any]:
     from perf.memory_selectors import open_findings
     from perf.memory_services import stale_before
     from perf.profiler import ProfilerConfig
 
     _thread_connections.add(connections["default"])
+    connection.close_if_unusable_or_obsolete()
+    findings = open_findings(stale_before=stale_before(ProfilerConfig.from_settings()))
+    critical = [f for f in findings if f.severity == "critical"]
+    worst = critical[0] if critical else None
+    return {
+        "open": len(findings),
+        "critical": len(critical),
+        "worst_pid": worst.process.pid if worst else None,
+        "worst_slope": worst.slope_mb_per_hour if worst else None,
+    }
+
+
+def _probe_memory() -> str:
+    from django.db import DatabaseError
+
     try:
-        connection.close_if_unusable_or_obsolete()
-        findings = open_findings(stale_before=stale_before(ProfilerConfig.from_settings()))
+        verdict = cache.get_or_set(MEMORY_VERDICT_KEY, _memory_verdict, MEMORY_VERDICT_SECONDS, tags=["memory"])
     except DatabaseError:
         # The database check reports the outage; the memory check has nothing to add.
         connection.close()
         return "not checked: the snapshot store (database) does not answer"
-    critical = [f for f in findings if f.severity == "critical"]
-    if critical:
-        worst = critical[0]
+    if verdict["critical"]:
         raise MemoryLeakOpen(
-            f"critical leak open in {len(critical)} process(es): pid {worst.process.pid} grows "
-            f"{worst.slope_mb_per_hour:,.0f} MB/h (see /perf/memory/)"
+            f"critical leak open in {verdict['critical']} process(es): pid {verdict['worst_pid']} grows "
+            f"{verdict['worst_slope']:,.0f} MB/h (see /perf/memory/)"
         )
-    if findings:
-        return f"{len(findings)} open finding(s), none critical"
+    if verdict["open"]:
+        return f"{verdict['open']} open finding(s), none critical"
     return "no open leak findings"
 
 

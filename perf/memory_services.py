@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -104,6 +105,11 @@ def memory_snapshot_record(*, process_id: int, snapshot: Snapshot, config: Profi
     return row
 
 
+def _memory_verdict_changed() -> None:
+    if hasattr(cache, "invalidate_tags"):
+        cache.invalidate_tags(["memory"])
+
+
 def memory_finding_sync(*, process_id: int, finding: Finding | None) -> MemoryFinding | None:
     """Open, update or close the process's finding to match the latest detection."""
     now = timezone.now()
@@ -111,6 +117,9 @@ def memory_finding_sync(*, process_id: int, finding: Finding | None) -> MemoryFi
         current = (
             MemoryFinding.objects.select_for_update().filter(process_id=process_id, closed_at__isnull=True).first()
         )
+        if (current is None) != (finding is None) or (current and finding and current.severity != finding.severity):
+            # Opened, closed or re-graded: /healthz's cached memory verdict is out of date.
+            transaction.on_commit(_memory_verdict_changed)
         if finding is None:
             if current is not None:
                 current.closed_at = now
@@ -139,7 +148,8 @@ def memory_process_end(*, process_id: int) -> None:
     now = timezone.now()
     with transaction.atomic():
         MemoryProcess.objects.filter(pk=process_id, ended_at__isnull=True).update(ended_at=now)
-        MemoryFinding.objects.filter(process_id=process_id, closed_at__isnull=True).update(closed_at=now)
+        if MemoryFinding.objects.filter(process_id=process_id, closed_at__isnull=True).update(closed_at=now):
+            transaction.on_commit(_memory_verdict_changed)
 
 
 def _control_for_update() -> ProfilerControl:

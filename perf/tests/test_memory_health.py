@@ -60,3 +60,12 @@ def test_a_worker_that_exits_closes_its_finding() -> None:
     memory_services.memory_finding_sync(process_id=process.pk, finding=_finding("critical"))
     memory_services.memory_process_end(process_id=process.pk)
     assert Client().get("/healthz").json()["checks"]["memory"]["state"] == "up"
+
+
+def test_a_leak_that_opens_after_a_healthy_answer_shows_at_once_and_closes_at_once() -> None:
+    process = memory_services.memory_process_register(role="worker", config=ProfilerConfig())
+    assert Client().get("/healthz").json()["checks"]["memory"]["state"] == "up"  # the verdict is now cached
+    memory_services.memory_finding_sync(process_id=process.pk, finding=_finding("critical"))
+    assert Client().get("/healthz").json()["checks"]["memory"]["state"] == "down"
+    memory_services.memory_finding_sync(process_id=process.pk, finding=None)
+    assert Client().get("/healthz").json()["checks"]["memory"]["state"] == "up"
