@@ -122,7 +122,10 @@ def stats_panel() -> StatsPanel | None:
 
 
 def invalidate_server_tags(server_ids: list[int]) -> None:
-    """Drop cached reads about these servers (tagged cache only; plain backends keep none)."""
+    """Drop cached reads about these servers, and lists of servers (tag "servers").
+
+    Tagged cache only; plain backends keep none.
+    """
     invalidate = getattr(cache, "invalidate_tags", None)
     if invalidate is not None and server_ids:
-        invalidate([f"server:{pk}" for pk in server_ids])
+        invalidate([*(f"server:{pk}" for pk in server_ids), "servers"])

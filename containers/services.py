@@ -734,6 +734,8 @@ def servers_create(
             object_ids=[server.pk],
             detail={"host": host.name, "image": image, "port": port},
         )
+        pk = server.pk
+        transaction.on_commit(lambda: _invalidate_servers([pk]))
     return server
 
 

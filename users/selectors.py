@@ -258,10 +258,14 @@ def _start_of(day: datetime.date) -> datetime.datetime:
     return datetime.datetime.combine(day, datetime.time.min, tzinfo=timezone.get_current_timezone())
 
 
-def server_choices() -> list[Any]:
-    """Servers for the filter control."""
+def server_choices() -> list[tuple[int, str]]:
+    """(id, name) of the servers for the filter control; cached until a server changes."""
     server_model = VpnUser._meta.get_field("server").related_model
-    return list(server_model.objects.order_by("pk")[:500])
+
+    def compute() -> list[tuple[int, str]]:
+        return [(pk, str(name)) for pk, name in server_model.objects.order_by("pk").values_list("pk", "name")[:500]]
+
+    return _cached("server-choices", compute, tags=["servers"], timeout=300)
 
 
 def selection_queryset(flt: UserFilter) -> QuerySet[VpnUser]:

@@ -65,3 +65,16 @@ def test_a_bulk_action_invalidates_the_servers_of_the_users_it_touched(django_ca
         services.users_set_active(actor=None, users=VpnUser.objects.all(), active=False)
     cache.get_or_set("probe", lambda: computed.append(1) or 1, 60, tags=[f"server:{server.pk}"])
     assert len(computed) == 2
+
+
+def test_a_server_added_through_the_service_appears_in_the_filter_at_once(
+    owner_client: Client, django_capture_on_commit_callbacks: Any
+) -> None:
+    from containers.services import servers_create
+
+    _server("edge-1")
+    assert "edge-1" in owner_client.get("/users/").content.decode()  # the choices are now cached
+    host = DockerHost.objects.get(name="test-host")
+    with django_capture_on_commit_callbacks(execute=True):
+        servers_create(actor=None, host=host, name="edge-2", protocol="vless", image="vpnadmin-test/busybox", port=4500)
+    assert ">edge-2</option>" in owner_client.get("/users/").content.decode()
