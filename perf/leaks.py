@@ -5,7 +5,9 @@ least the configured threshold (MB per hour), a fit good enough to call it a tre
 (R² at or above `min_r2`), and a fitted growth that stands clear of the noise around
 the line (`noise_factor` times the residual spread, and at least `min_growth_mb`).
 A steady leak passes all three within a few snapshots; a flat but noisy worker fails
-the fit and the noise test, however steep a short random run looks in MB per hour.
+the fit and the noise test, however steep a short random run looks in MB per hour. A
+finding opens only when two consecutive evaluations find it, so a single lucky run of
+noise never raises an alarm; once open it stays open on a looser fit.
 
 The evidence says what was measured; the recommendations say where to look next.
 """
@@ -132,17 +134,31 @@ def growing_types(series: Sequence[Snapshot], limit: int = 5) -> list[dict[str, 
     return grown[:limit]
 
 
+def _leaking_before_the_last(snapshots: list[Snapshot], config: ProfilerConfig) -> bool:
+    previous = snapshots[:-1][-config.window :]
+    if len(previous) < config.min_snapshots:
+        return False
+    rss = _trend_of(previous, "rss")
+    late = _trend_of(previous[len(previous) // 2 :], "rss")
+    return rss is not None and is_leaking(rss, config, late)
+
+
 def detect(series: Sequence[Snapshot], config: ProfilerConfig, *, sticky: bool = False) -> Finding | None:
     """The finding for one process's recent snapshots, or None when it is not leaking.
 
     `sticky`: the process has an open finding (see `is_leaking`).
     """
-    window = list(series)[-config.window :]
+    snapshots = list(series)
+    window = snapshots[-config.window :]
     if len(window) < config.min_snapshots:
         return None
     rss = _trend_of(window, "rss")
     late = _trend_of(window[len(window) // 2 :], "rss")
     if rss is None or not is_leaking(rss, config, late, sticky=sticky):
+        return None
+    if not sticky and not _leaking_before_the_last(snapshots, config):
+        # A finding opens only when two consecutive evaluations agree: one lucky run of
+        # noise can pass every test once, a leak passes them again one snapshot later.
         return None
     severity = severity_for(rss.slope_mb_per_hour, config.leak_threshold_mb)
     if severity is None:
