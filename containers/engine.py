@@ -19,9 +19,8 @@ import signal
 import socket
 import subprocess
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import docker
 import requests
@@ -137,44 +136,6 @@ def is_unreachable(exc: BaseException) -> bool:
     return isinstance(exc, requests.exceptions.ConnectionError | ConnectionError)
 
 
-_ping_clients: dict[tuple[Any, float], docker.APIClient] = {}
-_ping_clients_lock = threading.Lock()
-# How to reach each recorded host (TLS files, ssh), by address, for pings by address.
-_known_addresses: dict[str, EngineAddress] = {}
-
-
-def remember_hosts(hosts: Iterable[DockerHost]) -> None:
-    """Let pings by address (the health checks) use each host's TLS or ssh settings."""
-    for host in hosts:
-        _known_addresses[host.base_url] = EngineAddress.of(host)
-
-
-def _ping_client(base_url: str, timeout: float) -> docker.APIClient:
-    # Building a client costs more than the ping itself (~9 ms against ~1 ms): keep one
-    # per engine. Creating it does not touch the daemon (the API version is pinned).
-    address = _known_addresses.get(base_url)
-    key = (address or base_url, timeout)
-    with _ping_clients_lock:
-        client = _ping_clients.get(key)
-        if client is None:
-            if address is not None:
-                client = _build_client(address, timeout)
-            else:
-                client = docker.APIClient(base_url=base_url, version=DOCKER_API_VERSION, timeout=timeout)
-            _ping_clients[key] = client
-        return client
-
-
-def ping_engine(base_url: str, *, timeout: float) -> str:
-    """Ping one engine; return its server version (from the ping's headers). Raises on failure."""
-    client = _ping_client(base_url, timeout)
-    response = client._get(client._url("/_ping"))
-    client._raise_for_status(response)
-    # "Docker/20.10.24+dfsg1 (linux)"
-    server = response.headers.get("Server", "")
-    return server.split("/", 1)[-1].split(" ", 1)[0] if "/" in server else response.headers.get("Api-Version", "?")
-
-
 @dataclass(frozen=True)
 class EngineAddress:
     """Everything that decides how to reach one engine; a change makes a new client."""
@@ -221,7 +182,11 @@ def _build_client(address: EngineAddress, timeout: float) -> docker.APIClient:
 
 def client_for(host: DockerHost) -> docker.APIClient:
     """The shared client of one host, built on first use (never contacts the engine here)."""
-    address = EngineAddress.of(host)
+    return client_for_address(EngineAddress.of(host))
+
+
+def client_for_address(address: EngineAddress) -> docker.APIClient:
+    """The shared client of one engine address (TLS and ssh settings included)."""
     with _clients_lock:
         client = _clients.get(address)
         if client is None:
@@ -240,9 +205,14 @@ def close_clients() -> None:
 
 def ping_host(host: DockerHost, *, timeout: float | None = None) -> str:
     """The engine version of one host; raises on failure."""
+    return ping_address(EngineAddress.of(host), timeout=timeout)
+
+
+def ping_address(address: EngineAddress, *, timeout: float | None = None) -> str:
+    """The engine version at one address, from the ping's headers; raises on failure."""
     if timeout is None:
         timeout = settings.HEALTH_CHECK_TIMEOUT
-    client = client_for(host)
+    client = client_for_address(address)
     response = client._get(client._url("/_ping"), timeout=timeout)
     client._raise_for_status(response)
     server = response.headers.get("Server", "")

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Count, Prefetch, QuerySet
 
-from containers.engine import describe_engine_error, ping_host, remember_hosts
+from containers.engine import EngineAddress, describe_engine_error, ping_host
 from containers.models import BatchJob, DockerHost, VpnServer
 from containers.stats import read_panel
 
@@ -19,17 +19,15 @@ from containers.stats import read_panel
 @dataclass(frozen=True)
 class EngineEndpoint:
     name: str
-    base_url: str
+    address: EngineAddress  # how to reach it, TLS and ssh settings included
 
 
 def engine_endpoints() -> list[EngineEndpoint]:
     """Every enabled Docker engine; the configured local engine when no host is recorded."""
     hosts = list(DockerHost.objects.order_by("name"))
     if not hosts:
-        return [EngineEndpoint(name="local", base_url=settings.DOCKER_HOST)]
-    enabled = [host for host in hosts if host.enabled]
-    remember_hosts(enabled)  # so the health pings use each host's TLS or ssh settings
-    return [EngineEndpoint(name=host.name, base_url=host.base_url) for host in enabled]
+        return [EngineEndpoint(name="local", address=EngineAddress(base_url=settings.DOCKER_HOST))]
+    return [EngineEndpoint(name=host.name, address=EngineAddress.of(host)) for host in hosts if host.enabled]
 
 
 def hosts_with_servers() -> list[DockerHost]:

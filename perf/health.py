@@ -18,7 +18,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, connections
 
-from containers.engine import describe_engine_error, ping_engine
+from containers.engine import EngineAddress, describe_engine_error, ping_address
 from containers.selectors import engine_endpoints
 
 logger = logging.getLogger(__name__)
@@ -169,10 +169,10 @@ def _checks_to_run() -> list[tuple[str, str, bool, Callable[[], str]]]:
         ("memory", "memory", False, _probe_memory),
     ]
     for endpoint in engine_endpoints():
-        base_url = endpoint.base_url
+        address = endpoint.address
 
-        def probe(base_url: str = base_url) -> str:
-            return "Docker " + ping_engine(base_url, timeout=settings.HEALTH_CHECK_TIMEOUT)
+        def probe(address: EngineAddress = address) -> str:
+            return "Docker " + ping_address(address, timeout=settings.HEALTH_CHECK_TIMEOUT)
 
         # An engine being down degrades the service; it does not make the app unhealthy.
         checks.append((f"docker:{endpoint.name}", "docker", False, probe))
