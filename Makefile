@@ -13,23 +13,28 @@ ARGS ?=
 TEST_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/vpnadmin REDIS_URL=redis://127.0.0.1:6379/0 \
 	STATICFILES_BACKEND=django.contrib.staticfiles.storage.StaticFilesStorage
 
-.PHONY: help run test lint format bench prepare clean
+.PHONY: help run test lint format bench prepare clean lock
 
 help:
 	@echo "make run    install, migrate and serve on 127.0.0.1:8000 (BIND, PORT to change)"
 	@echo "make test   install what the tests need, start services, lint and run every test"
 	@echo "make bench  run benchmark suites (SUITE=name for one), rows in var/bench/<suite>.json"
 
+PYTHON ?= python3
+
+# pyproject.toml's requires-python, enforced before anything is installed.
 $(VENV)/bin/python:
-	python3 -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' \
+		|| { echo "vpnadmin needs Python 3.11 (with venv); '$(PYTHON)' is $$($(PYTHON) -V 2>&1). Set PYTHON=python3.11." >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
 
 $(RUN_STAMP): requirements.txt | $(VENV)/bin/python
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --require-hashes -r requirements.txt
 	touch $@
 
 $(DEV_STAMP): requirements.txt requirements-dev.txt $(RUN_STAMP)
-	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --require-hashes -r requirements-dev.txt
 	touch $@
 
 run: $(RUN_STAMP)
@@ -61,3 +66,8 @@ bench: prepare
 
 clean:
 	rm -rf $(VENV) var/static var/bench
+
+# Recompile the hashed lock files from requirements.in / requirements-dev.in.
+lock: $(DEV_STAMP)
+	$(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 requirements.in -o requirements.txt
+	$(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 requirements-dev.in -o requirements-dev.txt
