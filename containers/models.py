@@ -81,6 +81,12 @@ class ObservedState(models.TextChoices):
     REMOVING = "removing", "removing"
 
 
+class ApplyState(models.TextChoices):
+    APPLIED = "applied", "applied"
+    PENDING = "pending", "pending"
+    FAILED = "failed", "failed"
+
+
 class VpnServer(models.Model):
     """One container serving one protocol on one host."""
 
@@ -101,6 +107,32 @@ class VpnServer(models.Model):
     container_id = models.CharField(max_length=64, blank=True)
     last_error = models.CharField(max_length=255, blank=True)
     observed_at = models.DateTimeField(null=True, blank=True)
+    # What clients dial: the engine URL is how the panel reaches Docker, not how users reach the VPN.
+    public_host = models.CharField(
+        max_length=255, blank=True, help_text="Host name or address clients connect to (in links and .conf files)."
+    )
+    public_port = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(65535)],
+        help_text="Port clients connect to; empty means the server's port (no NAT in between).",
+    )
+    # WireGuard only: the server's own key pair and the subnet its users' tunnel addresses come from.
+    wg_public_key = models.CharField("WireGuard public key", max_length=44, blank=True)
+    wg_private_key = models.CharField("WireGuard private key", max_length=44, blank=True, editable=False)
+    wg_subnet = models.CharField("WireGuard subnet", max_length=43, blank=True, help_text="e.g. 10.8.0.0/24")
+    # The data plane: has the server been told about the current users table?
+    apply_state = models.CharField(max_length=16, choices=ApplyState.choices, default=ApplyState.PENDING)
+    apply_error = models.CharField(max_length=500, blank=True)
+    applied_at = models.DateTimeField(null=True, blank=True, help_text="When the server last converged.")
+    dirty_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last users write that touched this server (an apply newer than it converges)."
+    )
+    config_hash = models.CharField(max_length=64, blank=True, help_text="sha256 of the last applied config.")
+    # Traffic: the last raw per-user counters read (to turn them into reset-safe deltas).
+    traffic_baseline = models.JSONField(default=dict, blank=True, editable=False)
+    traffic_total = models.BigIntegerField(default=0, help_text="Bytes counted through this server since it was added.")
+    polled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -117,6 +149,14 @@ class VpnServer(models.Model):
     @property
     def labels(self) -> dict[str, str]:
         return {LABEL_MANAGED: "true", LABEL_SERVER: str(self.pk)}
+
+    @property
+    def dial_host(self) -> str:
+        return self.public_host
+
+    @property
+    def dial_port(self) -> int:
+        return self.public_port or self.port
 
 
 class BatchAction(models.TextChoices):

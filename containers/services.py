@@ -755,3 +755,7 @@ def servers_delete(*, servers: QuerySet[VpnServer], actor: Any | None) -> BatchO
         )
         transaction.on_commit(lambda: _invalidate_servers(gone))
     return outcome
+
+
+# The data plane's entry point for users writes (lives in containers/sync.py with the applies).
+from containers.sync import servers_mark_dirty  # noqa: E402, F401

@@ -112,6 +112,13 @@ class VpnUser(models.Model):
     server = models.ForeignKey(
         "containers.VpnServer", null=True, blank=True, on_delete=models.SET_NULL, related_name="users"
     )
+    # Allocated by the server's apply (WireGuard: an address in the server's subnet;
+    # Shadowsocks: the port ss-manager runs this user's ss-server on). Unique per server.
+    wg_address = models.GenericIPAddressField("WireGuard address", null=True, blank=True, editable=False)
+    ss_port = models.PositiveIntegerField("Shadowsocks port", null=True, blank=True, editable=False)
+    # The period before the last reset, kept for the user page.
+    previous_period_traffic = models.BigIntegerField(null=True, blank=True, editable=False)
+    traffic_reset_at = models.DateTimeField(null=True, blank=True, editable=False)
     note = models.TextField(max_length=MAX_NOTE_LENGTH, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
@@ -127,6 +134,14 @@ class VpnUser(models.Model):
             models.CheckConstraint(condition=Q(used_traffic__gte=0), name="vpnuser_used_gte_0"),
             models.CheckConstraint(
                 condition=Q(on_hold_days__gte=1) | Q(on_hold_days__isnull=True), name="vpnuser_hold_gte_1"
+            ),
+            models.UniqueConstraint(
+                fields=["server", "wg_address"],
+                condition=Q(wg_address__isnull=False),
+                name="vpnuser_wg_address_per_server",
+            ),
+            models.UniqueConstraint(
+                fields=["server", "ss_port"], condition=Q(ss_port__isnull=False), name="vpnuser_ss_port_per_server"
             ),
         ]
         indexes = [
