@@ -99,6 +99,47 @@ def persistent_secret_key(var_dir: Path) -> str:
     return key
 
 
+def persistent_encryption_keys(var_dir: Path) -> tuple[list[str], str]:
+    """Fernet keys for secrets at rest (newest first) and where they came from.
+
+    VPNADMIN_ENCRYPTION_KEYS (comma-separated) or VPNADMIN_ENCRYPTION_KEYS_FILE, else one
+    key generated once into var/ (mode 0600). Never derived from SECRET_KEY: rotating the
+    session secret must not make the stored keys unreadable, nor the reverse.
+    """
+    from cryptography.fernet import Fernet
+
+    name = "VPNADMIN_ENCRYPTION_KEYS"
+    raw = envsecret(name)
+    source = f"{name}_FILE" if os.environ.get(f"{name}_FILE") else name
+    if not raw:
+        path = var_dir / "encryption_keys"
+        source = str(path)
+        if path.exists():
+            raw = path.read_text().strip()
+        else:
+            var_dir.mkdir(parents=True, exist_ok=True)
+            raw = Fernet.generate_key().decode()
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another worker won the race: use its key
+                raw = path.read_text().strip()
+            else:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(raw + "\n")
+    keys = [item.strip() for item in raw.replace("\n", ",").split(",") if item.strip()]
+    if not keys:
+        raise ImproperlyConfigured(f"{source} holds no key")
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{source}: key {position} is not a Fernet key (32 url-safe base64-encoded bytes); "
+                "make one with `python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`"  # noqa: E501
+            ) from None
+    return keys, source
+
+
 def database_from_url(name: str, default: str) -> dict[str, object]:
     """Parse a database URL into Django's DATABASES entry, naming the variable on error."""
     import dj_database_url

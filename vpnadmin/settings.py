@@ -17,6 +17,7 @@ from vpnadmin.env import (
     envlist,
     envsecret,
     envstr,
+    persistent_encryption_keys,
     persistent_secret_key,
     redis_url,
 )
@@ -26,6 +27,8 @@ VAR_DIR = Path(envstr("VPNADMIN_VAR_DIR", str(BASE_DIR / "var")))
 
 DEBUG = envbool("DEBUG", False)
 SECRET_KEY = persistent_secret_key(VAR_DIR)
+# Secrets at rest (vpnadmin.crypto): Fernet keys, newest first, and where they came from.
+VPNADMIN_ENCRYPTION_KEYS, VPNADMIN_ENCRYPTION_KEYS_SOURCE = persistent_encryption_keys(VAR_DIR)
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
 
@@ -60,6 +63,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # A stored secret that no configured key opens: a 503 naming the key set, not a 500.
+    "vpnadmin.crypto.DecryptionErrorMiddleware",
 ]
 
 ROOT_URLCONF = "vpnadmin.urls"

@@ -1,0 +1,246 @@
+"""Secrets at rest: Fernet encryption with a rotating key set, and HMAC blind indexes.
+
+Keys come from ``settings.VPNADMIN_ENCRYPTION_KEYS`` (newest first; see
+``vpnadmin.env.persistent_encryption_keys``). New values are encrypted with the newest
+key; any key of the set decrypts (``MultiFernet``), so a new key can be put first and
+``manage.py rotatekeys`` re-encrypts every row while the panel serves.
+
+A Fernet token is random each time, so equality and uniqueness cannot use the
+ciphertext: they use a *blind index*, an HMAC-SHA256 of the normalised value under a key
+derived from the newest Fernet key. Lookups try the index under every key in the set
+(one or two, mid-rotation); ``rotatekeys`` rewrites indexes with the newest key.
+
+How to use it in a model (data-plane engineer: VpnServer.wg_private_key is this)::
+
+    from vpnadmin.crypto import EncryptedTextField
+
+    wg_private_key = EncryptedTextField("WireGuard private key", blank=True, editable=False)
+
+The attribute reads and writes plaintext; the column holds only the token. "" and None
+are stored as they are (nothing to hide). Filtering on the field by value is refused
+with a clear error (a token never equals another): look values up by a blind-index
+column instead (``blind_index("purpose", value)`` / ``blind_index_candidates``).
+Writers that bypass the ORM (COPY, temp tables, raw UPDATE) must call ``encrypt()``
+themselves before the value leaves Python; ``rotatekeys`` knows the encrypted columns
+through ``ENCRYPTED_COLUMNS`` below: add a new one there.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from django.conf import settings
+from django.core.exceptions import FieldError
+from django.core.signals import setting_changed
+from django.db import models
+from django.db.models.lookups import Exact, IsNull
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+# Every encrypted column, for rotatekeys: (app_label.Model, field, blind-index field or "").
+ENCRYPTED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("users.VpnUser", "credential_uuid", "credential_uuid_index"),
+    ("users.VpnUser", "credential_password", ""),
+    ("users.VpnUser", "wg_private_key", ""),
+    ("containers.VpnServer", "environment", ""),
+    ("containers.VpnServer", "wg_private_key", ""),
+)
+# Fernet tokens are base64 of a version byte 0x80 and a timestamp: they all start so.
+TOKEN_PREFIX = "gAAAAA"  # noqa: S105 - a format marker, not a secret
+
+
+class DecryptionError(Exception):
+    """A stored secret that no key of the configured set can open (a key was dropped too early)."""
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    fernet: MultiFernet
+    newest: Fernet
+    index_keys: tuple[bytes, ...]
+    fingerprints: tuple[str, ...]
+    source: str
+
+    def describe(self) -> str:
+        """Names the key set without revealing it: a short hash of each key, and where it came from."""
+        return f"the key set [{', '.join(self.fingerprints)}] from {self.source}"
+
+
+def _index_key(key: str) -> bytes:
+    # A separate key for the blind index: the Fernet key itself is never used for two jobs.
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"vpnadmin blind index").derive(
+        key.encode("ascii")
+    )
+
+
+def fingerprint(key: str) -> str:
+    return hashlib.sha256(key.encode("ascii")).hexdigest()[:8]
+
+
+@functools.lru_cache(maxsize=4)
+def _build(keys: tuple[str, ...], source: str) -> KeyRing:
+    fernets = [Fernet(key) for key in keys]
+    return KeyRing(
+        fernet=MultiFernet(fernets),
+        newest=fernets[0],
+        index_keys=tuple(_index_key(key) for key in keys),
+        fingerprints=tuple(fingerprint(key) for key in keys),
+        source=source,
+    )
+
+
+def keyring() -> KeyRing:
+    keys = tuple(settings.VPNADMIN_ENCRYPTION_KEYS)
+    return _build(keys, getattr(settings, "VPNADMIN_ENCRYPTION_KEYS_SOURCE", "VPNADMIN_ENCRYPTION_KEYS"))
+
+
+def _clear_cache(*, setting: str, **kwargs: Any) -> None:
+    if setting.startswith("VPNADMIN_ENCRYPTION_KEYS"):
+        _build.cache_clear()
+
+
+setting_changed.connect(_clear_cache)
+
+
+def encrypt(plaintext: str) -> str:
+    return keyring().newest.encrypt(plaintext.encode()).decode("ascii")
+
+
+def decrypt(token: str) -> str:
+    ring = keyring()
+    try:
+        return ring.fernet.decrypt(token.encode("ascii")).decode()
+    except (InvalidToken, UnicodeError):
+        raise DecryptionError(
+            f"A stored secret cannot be decrypted with {ring.describe()}. It was encrypted with a key that is no "
+            "longer in the set: put that key back (after the newest) and run `manage.py rotatekeys` before removing it."
+        ) from None
+
+
+def reencrypt(token: str) -> str:
+    """The same secret under the newest key (MultiFernet.rotate), for rotatekeys."""
+    ring = keyring()
+    try:
+        return ring.fernet.rotate(token.encode("ascii")).decode("ascii")
+    except InvalidToken:
+        raise DecryptionError(f"A stored secret cannot be decrypted with {ring.describe()}.") from None
+
+
+def _mac(key: bytes, purpose: str, value: str) -> str:
+    return hmac.new(key, f"{purpose}\0{value}".encode(), hashlib.sha256).hexdigest()
+
+
+def blind_index(purpose: str, value: str) -> str:
+    """The index of `value` under the newest key; `purpose` keeps columns' indexes apart."""
+    return _mac(keyring().index_keys[0], purpose, value)
+
+
+def blind_index_candidates(purpose: str, value: str) -> list[str]:
+    """The index under every key in the set: what a lookup matches mid-rotation."""
+    return [_mac(key, purpose, value) for key in keyring().index_keys]
+
+
+class DecryptionErrorMiddleware:
+    """A secret no key of the set opens is a clear 503 naming the key set, never a 500 page."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, DecryptionError):
+            return None
+        response = TemplateResponse(request, "vpnadmin/key_error.html", {"message": str(exception)}, status=503)
+        response.render()
+        return response
+
+
+# --- fields --------------------------------------------------------------------------
+
+
+class _EmptyOnlyExact(Exact):
+    """`field=""` (is it empty?) works; `field="secret"` would silently match nothing: refuse it."""
+
+    def get_prep_lookup(self) -> Any:
+        if self.rhs not in ("", None):
+            raise FieldError(
+                f"{self.lhs.target.name} is encrypted: look it up through its blind-index column, not by value"
+            )
+        return super().get_prep_lookup()
+
+
+class EncryptedTextField(models.TextField):
+    """A text column holding only a Fernet token; the attribute is plaintext."""
+
+    description = "Text encrypted at rest (Fernet)"
+
+    def _to_plain(self, value: Any) -> Any:
+        return value
+
+    def _from_plain(self, value: Any) -> str:
+        return str(value)
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        if value is None or value == "":
+            return value
+        return self._to_plain(decrypt(value))
+
+    def get_prep_value(self, value: Any) -> Any:
+        if value is None or value == "":
+            return value
+        return encrypt(self._from_plain(value))
+
+    def get_lookup(self, lookup_name: str) -> Any:
+        if lookup_name == "exact":
+            return _EmptyOnlyExact
+        if lookup_name == "isnull":
+            return IsNull
+        return None
+
+
+class EncryptedUUIDField(EncryptedTextField):
+    """A UUID encrypted at rest; reads back as `uuid.UUID`."""
+
+    def _to_plain(self, value: Any) -> Any:
+        return uuid.UUID(value)
+
+    def _from_plain(self, value: Any) -> str:
+        return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
+
+    def to_python(self, value: Any) -> Any:
+        if value is None or value == "" or isinstance(value, uuid.UUID):
+            return value or None
+        return uuid.UUID(str(value))
+
+
+class EncryptedJSONField(EncryptedTextField):
+    """A JSON value (a dict of environment values) encrypted as one token; reads back decoded."""
+
+    def _to_plain(self, value: Any) -> Any:
+        return json.loads(value)
+
+    def _from_plain(self, value: Any) -> str:
+        return json.dumps(value, sort_keys=True)
+
+    def get_prep_value(self, value: Any) -> Any:
+        if value is None:
+            return value
+        # An empty dict is still encrypted: the column never holds JSON in the clear.
+        return encrypt(self._from_plain(value))
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value else {}
+        return value
