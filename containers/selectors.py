@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db.models import Count, Prefetch, QuerySet
 
 from containers.engine import EngineAddress, describe_engine_error, ping_host
 from containers.models import BatchJob, DockerHost, VpnServer
 from containers.stats import read_panel
+from perf.cache import invalidate_on_commit
 
 
 @dataclass(frozen=True)
@@ -122,8 +122,7 @@ def stats_panel() -> StatsPanel | None:
 def invalidate_server_tags(server_ids: list[int]) -> None:
     """Drop cached reads about these servers, and lists of servers (tag "servers").
 
-    Tagged cache only; plain backends keep none.
+    After the current transaction commits (now, outside one).
     """
-    invalidate = getattr(cache, "invalidate_tags", None)
-    if invalidate is not None and server_ids:
-        invalidate([*(f"server:{pk}" for pk in server_ids), "servers"])
+    if server_ids:
+        invalidate_on_commit([*(f"server:{pk}" for pk in server_ids), "servers"])

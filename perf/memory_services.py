@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from perf.cache import invalidate_on_commit
 from perf.leaks import Finding
 from perf.models import MemoryFinding, MemoryProcess, MemorySnapshot, ProfilerControl
 from perf.profiler import ProfilerConfig, Snapshot, process_identity
@@ -105,11 +105,6 @@ def memory_snapshot_record(*, process_id: int, snapshot: Snapshot, config: Profi
     return row
 
 
-def _memory_verdict_changed() -> None:
-    if hasattr(cache, "invalidate_tags"):
-        cache.invalidate_tags(["memory"])
-
-
 def memory_finding_sync(*, process_id: int, finding: Finding | None) -> MemoryFinding | None:
     """Open, update or close the process's finding to match the latest detection."""
     now = timezone.now()
@@ -119,7 +114,7 @@ def memory_finding_sync(*, process_id: int, finding: Finding | None) -> MemoryFi
         )
         if (current is None) != (finding is None) or (current and finding and current.severity != finding.severity):
             # Opened, closed or re-graded: /healthz's cached memory verdict is out of date.
-            transaction.on_commit(_memory_verdict_changed)
+            invalidate_on_commit(["memory"])
         if finding is None:
             if current is not None:
                 current.closed_at = now
@@ -149,7 +144,7 @@ def memory_process_end(*, process_id: int) -> None:
     with transaction.atomic():
         MemoryProcess.objects.filter(pk=process_id, ended_at__isnull=True).update(ended_at=now)
         if MemoryFinding.objects.filter(process_id=process_id, closed_at__isnull=True).update(closed_at=now):
-            transaction.on_commit(_memory_verdict_changed)
+            invalidate_on_commit(["memory"])
 
 
 def _control_for_update() -> ProfilerControl:

@@ -96,7 +96,7 @@ class ScrapeTimeCollector(Collector):
 
     def _cache_totals(self) -> Iterator[Metric]:
         try:
-            from perf.cache_metrics import read_totals  # the cache's counters, summed across workers
+            from perf.cache.metrics import read_totals  # the cache's counters, summed across workers
         except ImportError:
             return
         up = GaugeMetricFamily("vpnadmin_cache_metrics_up", "1 when the cache counters could be read")

@@ -9,6 +9,6 @@ app_name = "perf"
 # The cache pages and the memory pages each keep their own URL module.
 urlpatterns = [
     path("", views.index, name="index"),
-    path("cache/", include("perf.urls_cache")),
+    path("cache/", include("perf.cache.urls")),
     path("memory/", include("perf.urls_memory")),
 ]

@@ -26,13 +26,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import OperationalError, connection, transaction
 from django.db.models import BooleanField, Count, F, FloatField, Lookup, Q, QuerySet, Sum, Value
 from django.db.models.expressions import OrderBy, RawSQL
 from django.db.models.functions import Concat
 from django.utils import timezone
 
+from perf.cache import tagged_cache
 from users.models import Protocol, Status, VpnUser, status_expression, status_q
 
 PAGE_SIZE = 50
@@ -150,10 +150,10 @@ class SearchRefused(ValueError):
 
 
 def _cached(key: str, compute: Callable[[], Any], *, tags: list[str], timeout: int = CACHE_TIMEOUT) -> Any:
-    """Cache-aside through perf.cache's tagged API when it is the configured backend."""
-    if not settings.USERS_CACHE_READS or not hasattr(cache, "invalidate_tags"):
+    """Cache-aside through perf.cache's tagged API (single flight, dropped when a tag changes)."""
+    if not settings.USERS_CACHE_READS:
         return compute()
-    return cache.get_or_set(f"users:{key}", compute, timeout, tags=tags)
+    return tagged_cache().get_or_set(f"users:{key}", compute, timeout, tags=tags)
 
 
 # --- filters and search ----------------------------------------------------------------

@@ -11,16 +11,16 @@ fall back to `bulk_create` / `executemany` in one transaction.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
 from django.db.models import BigIntegerField, Case, F, PositiveIntegerField, Q, QuerySet, Value, When
 from django.db.models.functions import Greatest, Least
 from django.utils import timezone
 
+from perf.cache import invalidate_on_commit
 from users.credentials import generate_credentials
 from users.models import MAX_BYTES, MAX_ON_HOLD_DAYS, VpnUser
 from users.validation import CLEANERS
@@ -102,13 +102,6 @@ class BatchResult:
 
 def _is_postgres() -> bool:
     return connection.vendor == "postgresql"
-
-
-def _invalidate_after_commit(tags: Iterable[str]) -> None:
-    """The tagged cache (perf.cache) drops everything that read these tags, once, after commit."""
-    tag_list = sorted(set(tags))
-    if hasattr(cache, "invalidate_tags"):
-        transaction.on_commit(lambda: cache.invalidate_tags(tag_list))
 
 
 def _tags_for(ids: Sequence[int]) -> list[str]:
@@ -214,7 +207,7 @@ def users_create_batch(
                 object_ids=ids,
                 detail={"skipped_bad_rows": len({e.position for e in errors})},
             )
-            _invalidate_after_commit(_tags_for(ids))
+            invalidate_on_commit(_tags_for(ids))
     except IntegrityError:
         # Another write took one of these usernames between the check and the insert.
         result.errors.append(RowError(0, "username", "was taken by another write meanwhile; nothing was written"))
@@ -319,7 +312,7 @@ def users_update_batch(
             object_ids=ids,
             detail={"fields": sorted({n for names in groups for n in names if n not in _CREDENTIAL_COLUMNS})},
         )
-        _invalidate_after_commit([*_tags_for(ids), *server_tags])
+        invalidate_on_commit([*_tags_for(ids), *server_tags])
     result.written = updated
     result.ids = ids
     return result
@@ -433,7 +426,7 @@ def users_record_traffic(*, actor: Any | None, usage: Mapping[int, int]) -> Batc
                 )
         ids = [pk for pk, _ in rows]
         audit_record(actor=actor, action="users_record_traffic", target=TARGET, count=written, object_ids=ids)
-        _invalidate_after_commit(_tags_for(ids))
+        invalidate_on_commit(_tags_for(ids))
     result.written = written
     result.ids = [pk for pk, _ in rows]
     return result
@@ -464,7 +457,7 @@ def _set_operation(
         count = write(users.order_by())
         audit_record(actor=actor, action=action, target=TARGET, count=count, object_ids=ids, detail=detail)
         tags = _tags_for(ids) if len(ids) < MAX_AUDITED_IDS else ["users", "stats"]
-        _invalidate_after_commit([*tags, *(f"server:{pk}" for pk in server_ids)])
+        invalidate_on_commit([*tags, *(f"server:{pk}" for pk in server_ids)])
     return count
 
 

@@ -112,35 +112,21 @@ CACHE_KEY_PREFIX = envstr("CACHE_KEY_PREFIX", "vpnadmin")
 # Explicit socket timeouts: a hanging Redis must cost a page milliseconds, far below
 # gunicorn's worker timeout, never the whole request.
 CACHE_SOCKET_TIMEOUT = envfloat("CACHE_SOCKET_TIMEOUT", 0.25)
-if REDIS_URL:
-    CACHES = {
-        "default": {
-            # django-redis plus tags, single-flight get_or_set and shared metrics (perf/cache.py).
-            "BACKEND": "perf.cache.RedisTaggedCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": CACHE_KEY_PREFIX,
-            "TIMEOUT": 300,
-            "OPTIONS": {
-                "CLIENT_CLASS": "perf.cache.TaggedRedisClient",
-                "PARSER_CLASS": "redis.connection._HiredisParser",
-                "SOCKET_CONNECT_TIMEOUT": CACHE_SOCKET_TIMEOUT,
-                "SOCKET_TIMEOUT": CACHE_SOCKET_TIMEOUT,
-                "IGNORE_EXCEPTIONS": True,
-            },
-        }
+# One cache everywhere: django-redis extended with tags (perf/cache/). With no REDIS_URL
+# it is the zero-config run's embedded Redis, on a unix socket under var/.
+CACHES = {
+    "default": {
+        "BACKEND": "perf.cache.RedisTaggedCache",
+        "LOCATION": REDIS_URL or f"unix://{VAR_DIR / 'redis.sock'}",
+        "KEY_PREFIX": CACHE_KEY_PREFIX,
+        "TIMEOUT": 300,
+        "OPTIONS": {
+            "SOCKET_CONNECT_TIMEOUT": CACHE_SOCKET_TIMEOUT,
+            "SOCKET_TIMEOUT": CACHE_SOCKET_TIMEOUT,
+            "IGNORE_EXCEPTIONS": True,
+        },
     }
-else:
-    CACHES = {
-        "default": {
-            # Shared by every worker process through the file system, with the same tag API.
-            "BACKEND": "perf.cache.FileTaggedCache",
-            "LOCATION": str(VAR_DIR / "cache"),
-            "KEY_PREFIX": CACHE_KEY_PREFIX,
-            "TIMEOUT": 300,
-            # Django lists the directory on every write to decide on culling: keep it modest.
-            "OPTIONS": {"MAX_ENTRIES": 3000},
-        }
-    }
+}
 DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
 DJANGO_REDIS_SCAN_ITERSIZE = 1000
 # What `manage.py warmcache` preloads: dotted paths of `fn(progress) -> int` (entries warmed).

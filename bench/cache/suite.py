@@ -23,7 +23,7 @@ from django.core.cache import cache, caches
 from django_redis.cache import RedisCache
 
 from bench.harness import Row, gunicorn, http_get, interleaved_medians, login_session_cookie
-from perf.cache_metrics import read_totals
+from perf.cache.metrics import read_totals
 
 GETS_PER_ROUND = 500
 WIDE_TAG_KEYS = 100_000

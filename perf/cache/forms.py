@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.core.exceptions import ValidationError
 
-from perf.cache import normalize_tags
+from perf.cache.base import normalize_tags
 
 
 class InvalidateTagForm(forms.Form):

@@ -3,8 +3,7 @@
 Each process counts into an in-memory buffer (a lock and a few dict increments per
 operation) and flushes it in one pipeline every FLUSH_EVERY_OPS operations or
 FLUSH_EVERY_SECONDS, whichever comes first. So an operation costs no extra round trip,
-and all workers' figures add up in Redis (or, for the embedded backend, in one JSON file
-next to the cache, merged under a file lock).
+and all workers' figures add up in Redis.
 
 What is kept: totals (hits, misses, sets, invalidations, stampedes avoided, fetches, keys
 deleted by pattern), the same per key prefix (the part of a key before its first ':'),
@@ -14,17 +13,13 @@ operation (read, write) in fixed buckets, and operations per 5-second window.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
-import os
 import threading
 import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 logger = logging.getLogger("perf.cache")
@@ -277,81 +272,6 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-# --- the embedded backend: one JSON file beside the file cache -------------------------
-
-
-class FileMetricsStore:
-    """A JSON document merged under an exclusive file lock, shared by every worker process."""
-
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
-        self.directory = Path(directory)
-        self.path = self.directory / "cache-metrics.json"
-        self._lock_path = self.directory / "cache-metrics.lock"
-
-    def _locked(self) -> Any:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        handle = open(self._lock_path, "a+")  # noqa: SIM115 - closed by the caller's context
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        return handle
-
-    def _load(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.path.read_text())
-        except (FileNotFoundError, ValueError):
-            return {}
-
-    def write(self, batch: Batch) -> None:
-        with self._locked():
-            data = self._load()
-            totals = data.setdefault("totals", {})
-            for name, count in batch.totals.items():
-                totals[name] = totals.get(name, 0) + count
-            prefixes = data.setdefault("prefix", {})
-            for field_name, count in batch.prefixes.items():
-                prefixes[field_name] = prefixes.get(field_name, 0) + count
-            tags = data.setdefault("tags", {})
-            for (metric, tag), count in batch.tags.items():
-                per_metric = tags.setdefault(metric, {})
-                per_metric[tag] = per_metric.get(tag, 0) + count
-            for metric, per_metric in tags.items():
-                if len(per_metric) > MAX_TAGS:
-                    tags[metric] = dict(Counter(per_metric).most_common(MAX_TAGS))
-            latency = data.setdefault("latency", {})
-            for (kind, bucket), count in batch.latency.items():
-                per_kind = latency.setdefault(kind, {})
-                per_kind[bucket] = per_kind.get(bucket, 0) + count
-            if batch.ops:
-                window = int(time.time() // OPS_WINDOW_SECONDS)
-                ops = {w: c for w, c in data.get("ops", {}).items() if int(w) > window - OPS_WINDOWS_KEPT}
-                ops[str(window)] = ops.get(str(window), 0) + batch.ops
-                data["ops"] = ops
-            temporary = self.path.with_suffix(".tmp")
-            temporary.write_text(json.dumps(data))
-            temporary.replace(self.path)
-
-    def read(self) -> Snapshot:
-        data = self._load()
-        totals = empty_totals()
-        totals.update({k: int(v) for k, v in data.get("totals", {}).items()})
-        prefixes: dict[str, dict[str, int]] = {}
-        for field_name, value in data.get("prefix", {}).items():
-            prefix, _, metric = field_name.rpartition("|")
-            prefixes.setdefault(prefix, dict.fromkeys(PREFIX_METRICS, 0))[metric] = int(value)
-        tags: dict[str, dict[str, int]] = {}
-        for metric, per_metric in data.get("tags", {}).items():
-            for tag, count in per_metric.items():
-                tags.setdefault(tag, dict.fromkeys(TAG_METRICS, 0))[metric] = int(count)
-        latency = {kind: dict(data.get("latency", {}).get(kind, {})) for kind in LATENCY_KINDS}
-        window = int(time.time() // OPS_WINDOW_SECONDS)
-        ops = data.get("ops", {})
-        ops_windows = [int(ops.get(str(window - offset), 0)) for offset in range(1, OPS_WINDOWS_KEPT)]
-        return Snapshot(totals, prefixes, tags, latency, ops_windows)
-
-    def reset(self) -> None:
-        with self._locked():
-            self.path.unlink(missing_ok=True)
-
-
 # --- what other code reads -----------------------------------------------------------
 
 
@@ -373,7 +293,7 @@ def read_totals() -> dict[str, int]:
     """
     buffer = _default_buffer()
     if buffer is None:
-        raise CacheMetricsUnavailable("the configured cache backend keeps no metrics (use perf.cache's backends)")
+        raise CacheMetricsUnavailable("the configured cache backend keeps no metrics (use perf.cache.RedisTaggedCache)")
     buffer.flush()
     try:
         return buffer.store.read().totals

@@ -23,36 +23,18 @@ django-redis call keeps working. On top of it:
   for RETRY_INTERVAL seconds after a connection failure the cache is not asked at all,
   so a hanging Redis costs a request at most one socket timeout per interval.
 
-`FileTaggedCache` is the same API over Django's file-based cache, for the zero-config
-run: its files, stamps, locks and metrics live in one directory every worker shares.
-
 Keys under `_cache:` are this module's own (stamps, locks, metrics).
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
-import fcntl
-import fnmatch
-import functools
-import hashlib
-import logging
-import os
-import pickle
-import re
 import secrets
-import socket
-import sys
-import threading
 import time
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
-from django.core.cache.backends.filebased import FileBasedCache
 from django_redis.cache import RedisCache
 from django_redis.client import DefaultClient
 from django_redis.client.default import glob_escape
@@ -60,141 +42,27 @@ from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from perf.cache_metrics import FileMetricsStore, MetricsBuffer, RedisMetricsStore
+from perf.cache.base import (
+    _FAILED,
+    DEFAULT_FAILURE_LOG_INTERVAL,
+    DEFAULT_RETRY_INTERVAL,
+    DEFAULT_SINGLE_FLIGHT_LOCK_TTL,
+    DEFAULT_SINGLE_FLIGHT_WAIT,
+    INTERNAL,
+    STAMP_TTL_SECONDS,
+    ReadResult,
+    TagCacheMixin,
+    _ms,
+    normalize_tags,
+    shared,
+)
+from perf.cache.breaker import Breaker, FailureReporter
+from perf.cache.metrics import MetricsBuffer, RedisMetricsStore
+from perf.cache.scripts import MAGIC, Scripts, strip_envelope
 
-logger = logging.getLogger("perf.cache")
-
-T = TypeVar("T")
-
-INTERNAL = "_cache:"
-TAG_PATTERN = re.compile(r"[A-Za-z0-9_.:@\-]{1,200}")
-# Stamps outlive any value that refers to them; an expired stamp only costs misses.
-STAMP_TTL_SECONDS = 30 * 24 * 3600
-MAGIC = b"\x00TG1"
-_MISSING = object()
-_FAILED = object()
-
-DEFAULT_SINGLE_FLIGHT_WAIT = 3.0
-DEFAULT_SINGLE_FLIGHT_LOCK_TTL = 10.0
-DEFAULT_RETRY_INTERVAL = 2.0
-DEFAULT_FAILURE_LOG_INTERVAL = 30.0
-
-
-def normalize_tags(tags: Iterable[str] | None) -> tuple[str, ...]:
-    """Validate tags; a clear ValueError for a bad one, duplicates dropped, order kept."""
-    if tags is None:
-        return ()
-    if isinstance(tags, (str, bytes)):
-        raise TypeError(f"tags must be a list of tag names, not one string: tags=[{tags!r}]")
-    given = tuple(tags)
-    try:
-        return _normalized(given)
-    except TypeError:  # an unhashable item: checked (and refused) below
-        return _check_tags(given)
-
-
-@functools.lru_cache(maxsize=4096)
-def _normalized(tags: tuple[str, ...]) -> tuple[str, ...]:
-    return _check_tags(tags)
-
-
-def _check_tags(tags: tuple[Any, ...]) -> tuple[str, ...]:
-    checked = []
-    for tag in tags:
-        if not isinstance(tag, str) or not TAG_PATTERN.fullmatch(tag):
-            raise ValueError(f"invalid cache tag {tag!r}: use 1-200 letters, digits or _ . : @ -")
-        checked.append(tag)
-    return tuple(dict.fromkeys(checked))
-
-
-def _ms(timeout: float) -> int:
-    return max(int(timeout * 1000), 1)
-
-
-# --- failure handling shared by every backend instance of one Redis -------------------
-
-
-class BreakerOpen(RedisConnectionError):
-    """Raised instead of asking Redis while the breaker is open."""
-
-
-class Breaker:
-    """After a connection failure, skip Redis for `interval` seconds instead of waiting on it."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self.open_until = 0.0
-        self.last_failure = ""
-        self.last_failure_at = 0.0
-
-    def check(self) -> None:
-        if self.open_until and time.monotonic() < self.open_until:
-            raise ConnectionInterrupted(connection=None) from BreakerOpen(
-                f"Redis failed {time.monotonic() - self.last_failure_at:.1f} s ago ({self.last_failure}); "
-                f"retrying after {self.interval:g} s"
-            )
-
-    def trip(self, error: BaseException) -> None:
-        self.last_failure = f"{type(error).__name__}: {str(error)[:160]}"
-        self.last_failure_at = time.monotonic()
-        self.open_until = self.last_failure_at + self.interval
-
-    def reset(self) -> None:
-        self.open_until = 0.0
-
-    @property
-    def is_open(self) -> bool:
-        return bool(self.open_until) and time.monotonic() < self.open_until
-
-
-class FailureReporter:
-    """Takes django-redis's `logger.exception` calls for ignored errors: one log line per interval.
-
-    It also trips the breaker on connection errors and timeouts (not on server replies
-    such as OOM, which say Redis is up).
-    """
-
-    def __init__(self, breaker: Breaker, interval: float) -> None:
-        self._breaker = breaker
-        self._interval = interval
-        self._lock = threading.Lock()
-        self._last_logged = 0.0
-        self._suppressed = 0
-
-    def exception(self, message: str, *args: Any, **kwargs: Any) -> None:
-        error = sys.exc_info()[1]
-        cause = error.__cause__ if isinstance(error, ConnectionInterrupted) and error.__cause__ else error
-        connection_failure = isinstance(cause, (RedisConnectionError, RedisTimeoutError, socket.timeout, OSError))
-        if connection_failure and not isinstance(cause, BreakerOpen):
-            self._breaker.trip(cause)
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last_logged < self._interval:
-                self._suppressed += 1
-                return
-            suppressed, self._suppressed = self._suppressed, 0
-            self._last_logged = now
-        logger.warning(
-            "cache unavailable, serving without it: %s: %s (%d more failure(s) since the last report; "
-            "next report in %g s at most)",
-            type(cause).__name__,
-            str(cause)[:200],
-            suppressed,
-            self._interval,
-        )
-
-
-_shared_lock = threading.Lock()
 _breakers: dict[str, Breaker] = {}
 _reporters: dict[str, FailureReporter] = {}
 _buffers: dict[str, MetricsBuffer] = {}
-
-
-def _shared(registry: dict[str, T], name: str, make: Callable[[], T]) -> T:
-    with _shared_lock:
-        if name not in registry:
-            registry[name] = make()
-        return registry[name]
 
 
 @atexit.register
@@ -202,112 +70,6 @@ def _flush_metrics_at_exit() -> None:
     """A worker that stops sends what it counted since its last flush."""
     for buffer in list(_buffers.values()):
         buffer.flush()
-
-
-# --- Lua: one round trip per tagged read and per tagged write ------------------------
-
-_LUA_FRESH = """
-local MAGIC = '\\0TG1'
--- state 1 and the payload when fresh, 2 when one of its tags was invalidated
-local function check(v)
-  if string.sub(v, 1, 4) ~= MAGIC then return 1, v end
-  local stop = string.find(v, '\\n\\n', 5, true)
-  if not stop then return 2, false end
-  local keys, expected, odd = {}, {}, true
-  for line in string.gmatch(string.sub(v, 5, stop), '([^\\n]*)\\n') do
-    if odd then keys[#keys + 1] = line else expected[#expected + 1] = line end
-    odd = not odd
-  end
-  if #keys > 0 then
-    local current = redis.call('MGET', unpack(keys))
-    for j = 1, #keys do
-      if current[j] ~= expected[j] then return 2, false end
-    end
-  end
-  return 1, string.sub(v, stop + 2)
-end
-"""
-
-# KEYS: n value keys, then the stamp keys to capture (created with ARGV[2] when missing)
-# ARGV: n, a fresh stamp token, stamp ttl (ms)
-# Returns state, payload for each value key (state 0 missing, 1 hit, 2 stale), then the stamps.
-READ_SCRIPT = (
-    _LUA_FRESH
-    + """
-local n = tonumber(ARGV[1])
-local out = {}
-for i = 1, n do
-  local v = redis.call('GET', KEYS[i])
-  local state, payload = 0, false
-  if v then state, payload = check(v) end
-  out[#out + 1] = state
-  out[#out + 1] = payload
-end
-for k = n + 1, #KEYS do
-  local stamp = redis.call('GET', KEYS[k])
-  if not stamp then
-    stamp = ARGV[2]
-    redis.call('SET', KEYS[k], stamp, 'PX', ARGV[3])
-  end
-  out[#out + 1] = stamp
-end
-return out
-"""
-)
-
-# KEYS: n value keys, then the stamp keys of their tags
-# ARGV: n, ttl (ms, 0 = none), fresh stamp token, stamp ttl (ms), mode, n payloads, expected stamps
-# mode 'now': the current stamps (created when missing); 'add': the same, but only where no
-# fresh value exists; 'cas': only if the stamps still equal the expected ones (else -1).
-WRITE_SCRIPT = (
-    _LUA_FRESH
-    + """
-local n = tonumber(ARGV[1])
-local ttl = tonumber(ARGV[2])
-local mode = ARGV[5]
-local header = {}
-for j = n + 1, #KEYS do
-  local stamp = redis.call('GET', KEYS[j])
-  if mode == 'cas' then
-    if stamp ~= ARGV[5 + j] then return -1 end
-  elseif not stamp then
-    stamp = ARGV[3]
-    redis.call('SET', KEYS[j], stamp, 'PX', ARGV[4])
-  end
-  header[#header + 1] = KEYS[j] .. '\\n' .. stamp .. '\\n'
-end
-local envelope = ''
-if #header > 0 then envelope = MAGIC .. table.concat(header) .. '\\n' end
-local stored = 0
-for i = 1, n do
-  local write = true
-  if mode == 'add' then
-    local existing = redis.call('GET', KEYS[i])
-    if existing and check(existing) == 1 then write = false end
-  end
-  if write then
-    if ttl > 0 then
-      redis.call('SET', KEYS[i], envelope .. ARGV[5 + i], 'PX', ttl)
-    else
-      redis.call('SET', KEYS[i], envelope .. ARGV[5 + i])
-    end
-    stored = stored + 1
-  end
-end
-return stored
-"""
-)
-
-UNLOCK_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
-def strip_envelope(value: bytes) -> bytes:
-    """The payload of a tagged value, without checking its stamps."""
-    stop = value.find(b"\n\n", len(MAGIC))
-    return value[stop + 2 :] if stop >= 0 else value
 
 
 class TaggedRedisClient(DefaultClient):
@@ -339,175 +101,33 @@ class TaggedRedisClient(DefaultClient):
         return super().decode(value)
 
 
-@dataclass
-class ReadResult:
-    hit: bool
-    value: Any
-    stamps: tuple[str | bytes, ...]
-
-
-class _Scripts:
-    """redis-py Script objects (EVALSHA, loading on NOSCRIPT), made once per process."""
-
-    _lock = threading.Lock()
-    read: Any = None
-    write: Any = None
-    unlock: Any = None
-
-    @classmethod
-    def ensure(cls, client: Any) -> type[_Scripts]:
-        if cls.read is None:
-            with cls._lock:
-                if cls.read is None:
-                    cls.write = client.register_script(WRITE_SCRIPT)
-                    cls.unlock = client.register_script(UNLOCK_SCRIPT)
-                    cls.read = client.register_script(READ_SCRIPT)
-        return cls
-
-
-# --- the part both backends share ---------------------------------------------------
-
-
-class TagCacheMixin:
-    """get_or_set with single flight and tags, over a backend's primitive operations.
-
-    A backend provides `_read`, `_write_checked`, `_try_lock`, `_unlock`, `_guard`.
-    """
-
-    metrics: MetricsBuffer
-    single_flight_wait: float
-    single_flight_lock_ttl: float
-    default_timeout: float | None
-
-    def get_or_set(
-        self,
-        key: str,
-        default: Any,
-        timeout: float | None = DEFAULT_TIMEOUT,  # type: ignore[assignment]
-        version: int | None = None,
-        tags: Iterable[str] | None = None,
-    ) -> Any:
-        """The cached value, or `default()` computed once among all concurrent callers and stored.
-
-        `default` may be a value or a callable (called only on a miss). With `tags`,
-        the value is stored only if none of them was invalidated while it was computed.
-        """
-        tag_list = normalize_tags(tags)
-        started = time.perf_counter()
-        try:
-            read = self._read(key, version, tag_list)
-        except ConnectionInterrupted as error:
-            read = self._failed(error)
-        fetch: Callable[[], Any] = default if callable(default) else (lambda: default)
-        if read is _FAILED:
-            return fetch()
-        self.metrics.record_read(
-            key, hits=int(read.hit), misses=int(not read.hit), seconds=time.perf_counter() - started, tags=tag_list
-        )
-        if read.hit:
-            return read.value
-        deadline = time.monotonic() + self.single_flight_wait
-        delay = 0.002
-        while True:
-            token = self._guard(self._try_lock, key, version)
-            if token is _FAILED:
-                return fetch()
-            if token:
-                try:
-                    # The previous holder may have stored it between our read and our lock.
-                    again = self._guard(self._read, key, version, tag_list)
-                    if again is not _FAILED and again.hit:
-                        self.metrics.add("stampedes_avoided")
-                        return again.value
-                    stamps = read.stamps if again is _FAILED else again.stamps
-                    return self._fetch_and_store(key, fetch, timeout, version, tag_list, stamps)
-                finally:
-                    self._guard(self._unlock, key, version, token)
-            if time.monotonic() + delay > deadline:
-                # Waited long enough for the holder: compute here, bounded and still checked.
-                return self._fetch_and_store(key, fetch, timeout, version, tag_list, read.stamps)
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
-            read = self._guard(self._read, key, version, tag_list)
-            if read is _FAILED:
-                return fetch()
-            if read.hit:
-                self.metrics.add("stampedes_avoided")
-                return read.value
-
-    def _fetch_and_store(
-        self,
-        key: str,
-        fetch: Callable[[], Any],
-        timeout: float | None,
-        version: int | None,
-        tags: tuple[str, ...],
-        stamps: tuple[str | bytes, ...],
-    ) -> Any:
-        value = fetch()
-        self.metrics.add("fetches")
-        started = time.perf_counter()
-        stored = self._guard(self._write_checked, key, value, timeout, version, tags, stamps)
-        if stored is True:
-            self.metrics.record_write(key, count=1, seconds=time.perf_counter() - started, tags=tags)
-        return value
-
-    # The primitives a backend provides (documented here, defined on each backend).
-    def _guard(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs)
-
-    def _failed(self, error: ConnectionInterrupted) -> Any:
-        raise error
-
-    def _read(self, key: str, version: int | None, tags: tuple[str, ...]) -> ReadResult:
-        raise TypeError(f"{type(self).__name__} must define _read")
-
-    def _write_checked(
-        self,
-        key: str,
-        value: Any,
-        timeout: float | None,
-        version: int | None,
-        tags: tuple[str, ...],
-        stamps: tuple[str | bytes, ...],
-    ) -> bool:
-        raise TypeError(f"{type(self).__name__} must define _write_checked")
-
-    def _try_lock(self, key: str, version: int | None) -> str | None:
-        raise TypeError(f"{type(self).__name__} must define _try_lock")
-
-    def _unlock(self, key: str, version: int | None, token: str) -> None:
-        raise TypeError(f"{type(self).__name__} must define _unlock")
-
-
-# --- Redis ---------------------------------------------------------------------------
-
-
 class RedisTaggedCache(TagCacheMixin, RedisCache):  # type: ignore[misc]
     """django-redis's RedisCache with tags, single flight, safe clear and shared metrics."""
 
     def __init__(self, server: str, params: dict[str, Any]) -> None:
         options = dict(params.get("OPTIONS", {}))
-        options.setdefault("CLIENT_CLASS", "perf.cache.TaggedRedisClient")
+        options.setdefault("CLIENT_CLASS", "perf.cache.redis.TaggedRedisClient")
         params = {**params, "OPTIONS": options}
         super().__init__(server, params)
         if not issubclass(self._client_cls, TaggedRedisClient):
             from django.core.exceptions import ImproperlyConfigured
 
-            raise ImproperlyConfigured("perf.cache.RedisTaggedCache needs CLIENT_CLASS perf.cache.TaggedRedisClient")
+            raise ImproperlyConfigured(
+                "perf.cache.RedisTaggedCache needs CLIENT_CLASS perf.cache.redis.TaggedRedisClient"
+            )
         self.single_flight_wait = float(options.get("SINGLE_FLIGHT_WAIT", DEFAULT_SINGLE_FLIGHT_WAIT))
         self.single_flight_lock_ttl = float(options.get("SINGLE_FLIGHT_LOCK_TTL", DEFAULT_SINGLE_FLIGHT_LOCK_TTL))
         identity = f"{server}|{self.key_prefix}"
-        self.breaker = _shared(
+        self.breaker = shared(
             _breakers, identity, lambda: Breaker(float(options.get("RETRY_INTERVAL", DEFAULT_RETRY_INTERVAL)))
         )
         interval = float(options.get("FAILURE_LOG_INTERVAL", DEFAULT_FAILURE_LOG_INTERVAL))
         # django-redis logs every ignored exception through self.logger.exception: route it
         # through a reporter that logs once per interval and trips the breaker.
-        self.logger = _shared(_reporters, identity, lambda: FailureReporter(self.breaker, interval))  # type: ignore[assignment]
+        self.logger = shared(_reporters, identity, lambda: FailureReporter(self.breaker, interval))  # type: ignore[assignment]
         self._log_ignored_exceptions = True
         self._stamp_key_cache: dict[tuple[str, ...], tuple[list[str], tuple[bytes, ...], tuple[bytes, ...]]] = {}
-        self.metrics = _shared(
+        self.metrics = shared(
             _buffers,
             identity,
             lambda: MetricsBuffer(RedisMetricsStore(self._metrics_client, self.internal_key("m"))),
@@ -539,8 +159,8 @@ class RedisTaggedCache(TagCacheMixin, RedisCache):  # type: ignore[misc]
         self.logger.exception("Exception ignored")  # type: ignore[union-attr]
         return _FAILED
 
-    def _scripts(self, client: Any) -> type[_Scripts]:
-        return _Scripts.ensure(client)
+    def _scripts(self, client: Any) -> type[Scripts]:
+        return Scripts.ensure(client)
 
     def _run(self, name: str, keys: list[str], args: list[Any], client: Any = None, write: bool = True) -> Any:
         if client is None:
@@ -911,198 +531,3 @@ class RedisTaggedCache(TagCacheMixin, RedisCache):  # type: ignore[misc]
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-# --- the embedded backend -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Entry:
-    """What the embedded backend stores for every key: the key (for patterns), stamps, value."""
-
-    key: str
-    stamps: tuple[tuple[str, str], ...]
-    value: Any
-
-
-class FileTaggedCache(TagCacheMixin, FileBasedCache):
-    """Django's file-based cache with the same tag API, shared by every worker process."""
-
-    def __init__(self, dir: str, params: dict[str, Any]) -> None:
-        super().__init__(dir, params)
-        options = params.get("OPTIONS", {})
-        self.single_flight_wait = float(options.get("SINGLE_FLIGHT_WAIT", DEFAULT_SINGLE_FLIGHT_WAIT))
-        self.single_flight_lock_ttl = float(options.get("SINGLE_FLIGHT_LOCK_TTL", DEFAULT_SINGLE_FLIGHT_LOCK_TTL))
-        self.metrics = _shared(_buffers, f"file|{self._dir}", lambda: MetricsBuffer(FileMetricsStore(self._dir)))
-
-    def stamp_key(self, tag: str) -> str:
-        return f"{INTERNAL}tag:{tag}"
-
-    def _stamps(self, tags: tuple[str, ...], version: int | None = None) -> tuple[tuple[str, str], ...]:
-        """The current stamp of each tag, creating missing ones (under a file lock: once)."""
-        stamps = []
-        for tag in tags:
-            stamp = super().get(self.stamp_key(tag), None)
-            if stamp is None:
-                self._createdir()
-                with open(os.path.join(self._dir, "stamps.lock"), "a+") as lock:
-                    fcntl.flock(lock, fcntl.LOCK_EX)
-                    stamp = super().get(self.stamp_key(tag), None)
-                    if stamp is None:
-                        stamp = secrets.token_hex(8)
-                        super().set(self.stamp_key(tag), stamp, STAMP_TTL_SECONDS)
-            stamps.append((tag, stamp))
-        return tuple(stamps)
-
-    def _fresh(self, entry: Entry) -> bool:
-        return all(super(FileTaggedCache, self).get(self.stamp_key(tag), None) == s for tag, s in entry.stamps)
-
-    def _unwrap(self, stored: Any) -> Any:
-        if isinstance(stored, Entry):
-            return stored.value if self._fresh(stored) else _MISSING
-        return stored
-
-    def _read(self, key: str, version: int | None, tags: tuple[str, ...]) -> ReadResult:
-        stamps = self._stamps(tags, version)
-        value = self._unwrap(super().get(key, _MISSING, version))
-        return ReadResult(value is not _MISSING, None if value is _MISSING else value, tuple(s for _, s in stamps))
-
-    def _write_checked(
-        self,
-        key: str,
-        value: Any,
-        timeout: float | None,
-        version: int | None,
-        tags: tuple[str, ...],
-        stamps: tuple[str | bytes, ...],
-    ) -> bool:
-        current = self._stamps(tags)
-        if tuple(s for _, s in current) != stamps:
-            return False
-        # The stamps captured before computing are the ones stored: should a tag change
-        # between this check and the write, the value is a miss, never a stale hit.
-        super().set(key, Entry(str(key), tuple(zip(tags, stamps, strict=True)), value), timeout, version)
-        return True
-
-    def _lock_path(self, key: str, version: int | None) -> str:
-        digest = hashlib.md5(self.make_and_validate_key(key, version).encode(), usedforsecurity=False).hexdigest()
-        return os.path.join(self._dir, f"{digest}.lock")
-
-    def _try_lock(self, key: str, version: int | None) -> str | None:
-        path = self._lock_path(key, version)
-        self._createdir()
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-            except FileExistsError:
-                with contextlib.suppress(FileNotFoundError):
-                    if time.time() - os.path.getmtime(path) > self.single_flight_lock_ttl:
-                        os.remove(path)  # the holder died: its lock has expired
-                        continue
-                return None
-            token = secrets.token_hex(8)
-            os.write(fd, token.encode())
-            os.close(fd)
-            return token
-        return None
-
-    def _unlock(self, key: str, version: int | None, token: str) -> None:
-        path = self._lock_path(key, version)
-        with contextlib.suppress(FileNotFoundError), open(path) as handle:
-            if handle.read() != token:
-                return
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
-
-    # -- the Django cache API, tag-aware --
-    def get(self, key: str, default: Any = None, version: int | None = None) -> Any:
-        started = time.perf_counter()
-        value = self._unwrap(super().get(key, _MISSING, version))
-        hit = value is not _MISSING
-        self.metrics.record_read(key, hits=int(hit), misses=int(not hit), seconds=time.perf_counter() - started)
-        return value if hit else default
-
-    def has_key(self, key: str, version: int | None = None) -> bool:
-        return self._unwrap(super().get(key, _MISSING, version)) is not _MISSING
-
-    def set(
-        self,
-        key: str,
-        value: Any,
-        timeout: float | None = DEFAULT_TIMEOUT,  # type: ignore[assignment]
-        version: int | None = None,
-        tags: Iterable[str] | None = None,
-    ) -> None:
-        tag_list = normalize_tags(tags)
-        started = time.perf_counter()
-        super().set(key, Entry(str(key), self._stamps(tag_list), value), timeout, version)
-        self.metrics.record_write(key, count=1, seconds=time.perf_counter() - started, tags=tag_list)
-
-    def add(
-        self,
-        key: str,
-        value: Any,
-        timeout: float | None = DEFAULT_TIMEOUT,  # type: ignore[assignment]
-        version: int | None = None,
-        tags: Iterable[str] | None = None,
-    ) -> bool:
-        if self.has_key(key, version):
-            return False
-        self.set(key, value, timeout, version, tags=tags)
-        return True
-
-    def get_many(
-        self, keys: Iterable[str], version: int | None = None, tags: Iterable[str] | None = None
-    ) -> dict[str, Any]:
-        normalize_tags(tags)
-        found = {}
-        for key in keys:
-            value = self.get(key, _MISSING, version)
-            if value is not _MISSING:
-                found[key] = value
-        return found
-
-    def set_many(
-        self,
-        data: Mapping[str, Any],
-        timeout: float | None = DEFAULT_TIMEOUT,  # type: ignore[assignment]
-        version: int | None = None,
-        tags: Iterable[str] | None = None,
-    ) -> list[str]:
-        tag_list = normalize_tags(tags)
-        for key, value in data.items():
-            self.set(key, value, timeout, version, tags=tag_list)
-        return []
-
-    def invalidate_tags(self, tags: Iterable[str]) -> int:
-        tag_list = normalize_tags(tags)
-        for tag in tag_list:
-            super().set(self.stamp_key(tag), secrets.token_hex(8), STAMP_TTL_SECONDS)
-        if tag_list:
-            self.metrics.add("invalidations", len(tag_list), tags=tag_list)
-        return len(tag_list)
-
-    def _matching_files(self, glob: str) -> Iterator[str]:
-        if not isinstance(glob, str) or not glob:
-            raise ValueError("a pattern is a non-empty glob such as users:list:*")
-        own = glob.startswith(INTERNAL)
-        for path in self._list_cache_files():
-            try:
-                with open(path, "rb") as handle:
-                    if self._is_expired(handle):
-                        continue
-                    stored = pickle.loads(zlib.decompress(handle.read()))  # noqa: S301 - our own files
-            except (FileNotFoundError, EOFError, zlib.error, pickle.UnpicklingError):
-                continue
-            matches = isinstance(stored, Entry) and fnmatch.fnmatchcase(stored.key, glob)
-            if matches and (own or not stored.key.startswith(INTERNAL)):
-                yield path
-
-    def count_pattern(self, glob: str, version: int | None = None) -> int:
-        return sum(1 for _ in self._matching_files(glob))
-
-    def invalidate_pattern(self, glob: str, version: int | None = None) -> int:
-        deleted = sum(1 for path in self._matching_files(glob) if self._delete(path))
-        if deleted:
-            self.metrics.add("pattern_deleted", deleted)
-        return deleted

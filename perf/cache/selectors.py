@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.core.cache import cache
-
-from perf.cache_metrics import LATENCY_KINDS, OPS_WINDOW_SECONDS, Snapshot, percentile_us, read_snapshot
+from perf.cache.metrics import LATENCY_KINDS, OPS_WINDOW_SECONDS, Snapshot, percentile_us, read_snapshot
+from perf.cache.tags import tagged_cache
 
 BUSIEST_TAGS = 10
 
@@ -80,7 +79,6 @@ class RedisFigures:
 
 @dataclass
 class CacheOverview:
-    backend: str
     reachable: bool
     error: str = ""
     totals: dict[str, int] = field(default_factory=dict)
@@ -95,13 +93,9 @@ class CacheOverview:
     def hit_percent(self) -> float | None:
         return None if self.hit_ratio is None else self.hit_ratio * 100
 
-    @property
-    def is_redis(self) -> bool:
-        return self.backend == "redis"
-
 
 def _redis_figures() -> RedisFigures:
-    info: dict[str, Any] = cache.redis_info()  # type: ignore[attr-defined]
+    info: dict[str, Any] = tagged_cache().redis_info()
     return RedisFigures(
         version=info["version"],
         used_memory=info["used_memory"],
@@ -120,16 +114,13 @@ def _short_error(error: BaseException) -> str:
 
 def cache_overview() -> CacheOverview:
     """Everything the cache page shows. A Redis that does not answer is a state, not an error."""
-    if not hasattr(cache, "redis_info"):
-        overview = CacheOverview(backend="embedded", reachable=True)
-    else:
-        overview = CacheOverview(backend="redis", reachable=True)
-        try:
-            overview.redis = _redis_figures()
-        except Exception as error:  # any failure to reach Redis is shown on the page
-            overview.reachable = False
-            overview.error = _short_error(error)
-            return overview
+    overview = CacheOverview(reachable=True)
+    try:
+        overview.redis = _redis_figures()
+    except Exception as error:  # any failure to reach Redis is shown on the page
+        overview.reachable = False
+        overview.error = _short_error(error)
+        return overview
     snapshot = read_snapshot()
     if snapshot is None:
         overview.reachable = False

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 from django.utils.module_loading import import_string
 
-from perf.cache import normalize_tags
+from perf.cache.base import normalize_tags
+from perf.cache.tags import tagged_cache
 from vpnadmin.audit import audit_record
 
 
@@ -39,17 +39,10 @@ class WarmReport:
         return text + "."
 
 
-def _require(method: str) -> Callable[..., Any]:
-    fn = getattr(cache, method, None)
-    if fn is None:
-        raise CacheActionError(f"the configured cache backend has no {method}(); use perf.cache's backends")
-    return fn
-
-
 def cache_invalidate_tag(*, actor: Any, tag: str) -> int:
     """Invalidate one tag: every value carrying it becomes a miss. Returns the tags invalidated (0 or 1)."""
     (tag,) = normalize_tags([tag])
-    invalidated = int(_require("invalidate_tags")([tag]))
+    invalidated = int(tagged_cache().invalidate_tags([tag]))
     if not invalidated:
         raise CacheActionError("the cache did not answer; nothing was invalidated")
     with transaction.atomic():
@@ -60,7 +53,7 @@ def cache_invalidate_tag(*, actor: Any, tag: str) -> int:
 def cache_count_pattern(*, pattern: str) -> int:
     """How many keys a pattern matches now (for the confirmation before deleting them)."""
     try:
-        return int(_require("count_pattern")(pattern))
+        return int(tagged_cache().count_pattern(pattern))
     except (ValueError, CacheActionError):
         raise
     except Exception as error:  # Redis unreachable or hanging: say so instead of "0 keys"
@@ -69,7 +62,7 @@ def cache_count_pattern(*, pattern: str) -> int:
 
 def cache_invalidate_pattern(*, actor: Any, pattern: str) -> int:
     """Delete the keys matching a glob; returns how many were deleted."""
-    deleted = int(_require("invalidate_pattern")(pattern))
+    deleted = int(tagged_cache().invalidate_pattern(pattern))
     with transaction.atomic():
         audit_record(
             actor=actor, action="cache_invalidate_pattern", target="cache", count=deleted, detail={"pattern": pattern}

@@ -1,12 +1,14 @@
+"""/perf/cache/...: included by perf/urls.py under the "perf" namespace (perf:cache, perf:cache-*)."""
+
 from __future__ import annotations
 
 from django.urls import path
 
-from perf import views_cache
+from perf.cache import views
 
 urlpatterns = [
-    path("", views_cache.cache_page, name="cache"),
-    path("invalidate-tag/", views_cache.invalidate_tag, name="cache_invalidate_tag"),
-    path("invalidate-pattern/", views_cache.invalidate_pattern, name="cache_invalidate_pattern"),
-    path("warm/", views_cache.warm, name="cache_warm"),
+    path("", views.cache_page, name="cache"),
+    path("invalidate-tag/", views.invalidate_tag, name="cache-invalidate-tag"),
+    path("invalidate-pattern/", views.invalidate_pattern, name="cache-invalidate-pattern"),
+    path("warm/", views.warm, name="cache-warm"),
 ]

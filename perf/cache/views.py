@@ -8,15 +8,15 @@ from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from perf.cache_selectors import cache_overview
-from perf.cache_services import (
+from perf.cache.forms import InvalidatePatternForm, InvalidateTagForm
+from perf.cache.selectors import cache_overview
+from perf.cache.services import (
     CacheActionError,
     cache_count_pattern,
     cache_invalidate_pattern,
     cache_invalidate_tag,
     cache_warm,
 )
-from perf.forms_cache import InvalidatePatternForm, InvalidateTagForm
 from vpnadmin.http import AuthedHttpRequest, render_page_or_partial
 
 MANAGE_CACHE = "vpnadmin.manage_cache"

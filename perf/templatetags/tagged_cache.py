@@ -7,7 +7,10 @@
 
 The fragment is rendered once among concurrent requests (get_or_set) and dropped when any
 of its tags is invalidated, like every other tagged value. `tags` is a comma-separated
-string or a list. On a cache without tags it behaves like `{% cache %}` without them.
+string or a list.
+
+It lives here, not in perf/cache/, because Django looks for tag libraries in an app's
+`templatetags` package; the cache it renders through is perf.cache's.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import hashlib
 from typing import Any
 
 from django import template
-from django.core.cache import cache
 from django.template.base import FilterExpression, Node, NodeList, Parser, Token
 from django.utils.safestring import SafeString, mark_safe
+
+from perf.cache import tagged_cache
 
 register = template.Library()
 
@@ -54,10 +58,7 @@ class TaggedCacheNode(Node):
         def render_fragment() -> str:
             return str(self.nodelist.render(context))
 
-        if hasattr(cache, "invalidate_tags"):
-            html = cache.get_or_set(key, render_fragment, timeout, tags=list(tags))
-        else:
-            html = cache.get_or_set(key, render_fragment, timeout)
+        html = tagged_cache().get_or_set(key, render_fragment, timeout, tags=list(tags))
         return mark_safe(html)  # noqa: S308 - rendered by this template's own nodes
 
 

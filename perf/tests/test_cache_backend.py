@@ -16,7 +16,7 @@ import pytest
 from django.core.cache import cache, caches
 
 from perf.cache import RedisTaggedCache
-from perf.cache_metrics import read_totals
+from perf.cache.metrics import read_totals
 
 pytestmark = pytest.mark.django_db
 

@@ -22,7 +22,7 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.test import Client, override_settings
 
-from perf.cache_metrics import CacheMetricsUnavailable, read_totals
+from perf.cache.metrics import CacheMetricsUnavailable, read_totals
 
 pytestmark = pytest.mark.django_db
 

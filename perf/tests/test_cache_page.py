@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from io import StringIO
-from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -198,22 +197,6 @@ def test_warmcache_reports_a_warmer_it_cannot_import_or_run_and_runs_the_rest() 
     assert "RuntimeError: the database is not ready" in message
     assert "Warmed 2 cache entries" in message
     assert WARM_CALLS == ["warm_two"]
-
-
-def test_the_cache_page_works_on_the_embedded_backend(cache_manager_client: Client, tmp_path: Any) -> None:
-    embedded = {
-        "default": {"BACKEND": "perf.cache.FileTaggedCache", "LOCATION": str(tmp_path / "cache"), "TIMEOUT": 300}
-    }
-    with override_settings(CACHES=embedded):
-        cache.set_many({f"users:list:{i}": i for i in range(3)}, tags=["users"])
-        cache.get("users:list:1")
-        body = cache_manager_client.get("/perf/cache/").content.decode()
-        assert "Embedded file cache" in body
-        assert 'data-prefix="users"' in body
-        response = cache_manager_client.post("/perf/cache/invalidate-pattern/", {"pattern": "users:list:*"})
-        assert 'data-matching="3"' in response.content.decode()
-        cache_manager_client.post("/perf/cache/invalidate-pattern/", {"pattern": "users:list:*", "confirm": "true"})
-        assert cache.get("users:list:1") is None
 
 
 def test_warmcache_runs_the_configured_users_warmer() -> None:

@@ -1,7 +1,7 @@
 """Coherence across worker processes: what one process writes or invalidates, another sees.
 
 The other process is a real Python process with the app's settings, on the same Redis
-prefix (or the same embedded cache directory).
+prefix.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 from django.core.cache import cache
 
-from perf.cache import FileTaggedCache
-from perf.cache_metrics import read_totals
+from perf.cache.metrics import read_totals
 
 pytestmark = pytest.mark.django_db
 
@@ -61,7 +60,7 @@ def test_metrics_from_every_process_add_up() -> None:
     run_in_other_process(
         """
         from django.core.cache import cache
-        from perf.cache_metrics import read_totals
+        from perf.cache.metrics import read_totals
         cache.set("x", 1)
         for _ in range(3):
             cache.get("x")
@@ -72,20 +71,3 @@ def test_metrics_from_every_process_add_up() -> None:
     totals = read_totals()
     assert totals["hits"] - before["hits"] == 4
     assert totals["sets"] - before["sets"] == 1
-
-
-def test_the_embedded_cache_is_coherent_across_processes(tmp_path: Path) -> None:
-    location = str(tmp_path / "cache")
-    local = FileTaggedCache(location, {})
-    local.set("card", "from here", 60, tags=["users"])
-    code = f"""
-        from perf.cache import FileTaggedCache
-        other = FileTaggedCache({location!r}, {{}})
-        first = other.get("card", "miss")
-        other.invalidate_tags(["users"])
-        other.set("theirs", "from there", 60, tags=["stats"])
-        print(json.dumps(first))
-    """
-    assert run_in_other_process(code) == "from here"
-    assert local.get("card") is None
-    assert local.get("theirs") == "from there"

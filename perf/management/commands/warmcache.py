@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from perf.cache_services import cache_warm
+from perf.cache.services import cache_warm
 
 
 class Command(BaseCommand):
