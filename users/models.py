@@ -156,7 +156,6 @@ class VpnUser(models.Model):
             models.Index(fields=["id"], condition=_QUOTA_USED, name="vpnuser_quota_used"),
             models.Index(fields=["id"], condition=_WAITING_FOR_FIRST_USE, name="vpnuser_on_hold"),
             # Substring search: icontains compiles to UPPER(col::text) LIKE UPPER(%s).
-            # PostgreSQL only (see the migration); SQLite answers with a scan.
             GinIndex(OpClass(Upper("username"), name="gin_trgm_ops"), name="vpnuser_username_trgm"),
             GinIndex(OpClass(Upper("email"), name="gin_trgm_ops"), name="vpnuser_email_trgm"),
         ]
