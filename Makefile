@@ -37,13 +37,17 @@ $(DEV_STAMP): requirements.txt requirements-dev.txt $(RUN_STAMP)
 	$(PY) -m pip install -q --require-hashes -r requirements-dev.txt
 	touch $@
 
+# vpnadmin.embedded holds the run lock (a second run is refused), starts the embedded
+# PostgreSQL and Redis under var/ unless DATABASE_URL / REDIS_URL name servers, and stops
+# them after the rest has ended. honcho runs the Procfile (web, worker; both restarted if
+# they die, both stopped by Ctrl-C) once the database is migrated; `-p` because honcho
+# hands each process its own PORT, counting from this one (web is first).
 run: $(RUN_STAMP)
-	$(PY) manage.py migrate --noinput
-	$(PY) manage.py collectstatic --noinput --verbosity 0
-	$(PY) manage.py createadmin
-# The stats collector runs beside gunicorn and stops with it.
-	$(PY) manage.py collectstats & collector=$$!; trap 'kill $$collector 2>/dev/null' EXIT; \
-		$(VENV)/bin/gunicorn -c vpnadmin/gunicorn.conf.py
+	@$(PY) -m vpnadmin.embedded -- $(SHELL) -ec '\
+		$(PY) manage.py migrate --noinput; \
+		$(PY) manage.py collectstatic --noinput --verbosity 0; \
+		$(PY) manage.py createadmin; \
+		exec $(VENV)/bin/honcho start --no-colour -p "$${PORT:-8000}" -f Procfile'
 
 prepare: $(DEV_STAMP)
 	bash scripts/prepare-test-machine.sh

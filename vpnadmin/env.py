@@ -146,13 +146,13 @@ def database_from_url(name: str, default: str) -> dict[str, object]:
 
     url = os.environ.get(name) or default
     scheme = urlsplit(url).scheme
-    if scheme not in {"postgres", "postgresql", "sqlite"}:
-        raise ImproperlyConfigured(f"{name} must be a postgres:// or sqlite:// URL, got scheme {scheme or '(none)'!r}")
+    if scheme not in {"postgres", "postgresql"}:
+        raise ImproperlyConfigured(f"{name} must be a postgres:// URL, got scheme {scheme or '(none)'!r}")
     try:
         config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
     except Exception as exc:  # dj-database-url raises several types for malformed URLs
         raise ImproperlyConfigured(f"{name} is not a valid database URL: {exc}") from None
-    if scheme.startswith("postgres") and not config.get("NAME"):
+    if not config.get("NAME"):
         raise ImproperlyConfigured(f"{name} names no database (expected postgres://user@host:port/dbname)")
     return dict(config)
 

@@ -1,14 +1,15 @@
 """vpnadmin settings: one module, read from the environment.
 
-With nothing set, the app runs on the embedded defaults (SQLite under var/, a file
-cache shared by every worker process). With DATABASE_URL and REDIS_URL set it uses
-PostgreSQL and Redis. See README.md for every variable.
+One code path: PostgreSQL and Redis everywhere. DATABASE_URL and REDIS_URL name the
+servers; with neither set they are the embedded engines `make run` starts under var/
+(vpnadmin/embedded.py), reached over unix sockets. See README.md for every variable.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from vpnadmin.embedded import Layout
 from vpnadmin.env import (
     database_from_url,
     envbool,
@@ -86,24 +87,14 @@ TEMPLATES = [
 ]
 
 # --- database ----------------------------------------------------------------------
-_default_sqlite = f"sqlite:///{VAR_DIR / 'vpnadmin.sqlite3'}"
-DATABASES = {"default": database_from_url("DATABASE_URL", _default_sqlite)}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
-    # Several gunicorn workers share one file: WAL lets readers run beside a writer,
-    # IMMEDIATE takes the write lock up front so a transaction never fails half-way
-    # with "database is locked", and the busy timeout makes writers queue instead.
-    DATABASES["default"]["OPTIONS"] = {
-        "transaction_mode": "IMMEDIATE",
-        "timeout": 20,
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
-    }
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
-else:
-    DATABASES["default"].setdefault("OPTIONS", {})
-    # Fail fast when PostgreSQL is unreachable instead of hanging a worker.
-    DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", envint("DATABASE_CONNECT_TIMEOUT", 3, minimum=1))
-    DATABASES["default"]["TEST"] = {"NAME": envstr("TEST_DATABASE_NAME", f"test_{DATABASES['default']['NAME']}")}
+# The embedded engines' addresses follow from VAR_DIR alone, so a `manage.py` command run
+# beside `make run` (which also exports them) reaches the same servers.
+EMBEDDED = Layout.for_var_dir(VAR_DIR)
+DATABASES = {"default": database_from_url("DATABASE_URL", EMBEDDED.database_url())}
+DATABASES["default"].setdefault("OPTIONS", {})
+# Fail fast when PostgreSQL is unreachable instead of hanging a worker.
+DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", envint("DATABASE_CONNECT_TIMEOUT", 3, minimum=1))
+DATABASES["default"]["TEST"] = {"NAME": envstr("TEST_DATABASE_NAME", f"test_{DATABASES['default']['NAME']}")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- cache -------------------------------------------------------------------------
@@ -117,7 +108,7 @@ CACHE_SOCKET_TIMEOUT = envfloat("CACHE_SOCKET_TIMEOUT", 0.25)
 CACHES = {
     "default": {
         "BACKEND": "perf.cache.RedisTaggedCache",
-        "LOCATION": REDIS_URL or f"unix://{VAR_DIR / 'redis.sock'}",
+        "LOCATION": REDIS_URL or EMBEDDED.redis_url(),
         "KEY_PREFIX": CACHE_KEY_PREFIX,
         "TIMEOUT": 300,
         "OPTIONS": {

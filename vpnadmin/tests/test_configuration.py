@@ -30,7 +30,7 @@ def test_an_integer_below_its_minimum_is_refused(monkeypatch: pytest.MonkeyPatch
 def test_a_database_url_with_an_unknown_scheme_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "mysql://root@localhost/x")
     with pytest.raises(ImproperlyConfigured, match="DATABASE_URL must be a postgres"):
-        database_from_url("DATABASE_URL", "sqlite:///x")
+        database_from_url("DATABASE_URL", "postgres://postgres@127.0.0.1/x")
 
 
 def test_a_redis_url_that_is_not_redis_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
