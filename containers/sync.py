@@ -5,19 +5,45 @@ touched. After its transaction commits, those servers are marked pending and one
 task per server is deferred; the task's queueing lock collapses every further request
 made while one is already waiting, so a batch over 1,000 users (or ten batches in a
 row) costs each server one apply.
+
+An apply renders the server's desired set (its users whose effective status lets them
+in), hashes it, and only when the hash differs from the one the server itself holds
+does its kind write and apply it. Back the other way, a periodic poll reads every
+running server's per-user counters, turns them into deltas that survive counter resets
+and writes them with the users' one set-based traffic write.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
 
-from django.db import transaction
+import docker
+import requests
+from django.db import connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
-from containers.models import ApplyState, VpnServer
+from containers.engine import describe_engine_error
+from containers.kinds import ApplyRejected, UserEntry, kind_for
+from containers.kinds.base import applied_digest, config_digest
+from containers.models import ApplyState, DesiredState, ObservedState, VpnServer
+from perf.cache import invalidate_on_commit
+from vpnadmin.audit import audit_record
 
 logger = logging.getLogger(__name__)
+
+# Engine reads of a poll run at once (threads touch no database; the write is one statement).
+POLL_CONCURRENCY = 8
+_ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, ConnectionError)
+
+
+class EngineUnavailable(Exception):
+    """The server's engine or container could not be reached: the apply stays pending and is retried."""
 
 
 def servers_mark_dirty(*, server_ids: Iterable[int]) -> None:
@@ -28,6 +54,7 @@ def servers_mark_dirty(*, server_ids: Iterable[int]) -> None:
 
     def mark() -> None:
         VpnServer.objects.filter(pk__in=ids).update(apply_state=ApplyState.PENDING, dirty_at=timezone.now())
+        _invalidate(ids)
         _defer_applies(ids)
 
     transaction.on_commit(mark)
@@ -38,7 +65,286 @@ def _defer_applies(server_ids: list[int]) -> None:
         from containers.tasks import defer_server_applies
     except ImportError:
         # The task queue lands in a parallel change; until then the servers stay pending
-        # and the periodic converge (same module) picks them up.
+        # and the periodic converge picks them up.
         logger.info("apply of servers %s left pending: no task queue yet", server_ids)
         return
     defer_server_applies(server_ids=server_ids)
+
+
+def _invalidate(server_ids: Iterable[int]) -> None:
+    invalidate_on_commit([*(f"server:{pk}" for pk in server_ids), "servers", "stats"])
+
+
+# --- the desired set -------------------------------------------------------------------
+
+
+def served_q(now: datetime.datetime) -> Q:
+    """The users a server admits: active ones, and on-hold ones (their first use starts the clock)."""
+    from users.models import Status, status_q
+
+    return status_q(Status.ACTIVE, now) | status_q(Status.ON_HOLD, now)
+
+
+def desired_users(server: VpnServer, *, now: datetime.datetime | None = None) -> list[UserEntry]:
+    from users.models import VpnUser
+
+    rows = (
+        VpnUser.objects.filter(server=server, protocol=server.protocol)
+        .filter(served_q(now or timezone.now()))
+        .order_by("pk")
+        .values_list("pk", "credential_uuid", "credential_password", "wg_public_key", "wg_address", "ss_port")
+    )
+    return [
+        UserEntry(pk, str(uuid) if uuid else "", password or "", public or "", address or "", port)
+        for pk, uuid, password, public, address, port in rows
+    ]
+
+
+# --- apply -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    server_id: int
+    state: str
+    changed: bool = False
+    calls: int = 0
+    message: str = ""
+
+
+def _is_running(server: VpnServer) -> bool:
+    return server.desired_state == DesiredState.RUNNING and server.observed_state == ObservedState.RUNNING
+
+
+def _record(server: VpnServer, *, state: str, message: str, dirty_at: datetime.datetime | None, **extra: Any) -> None:
+    updates: dict[str, Any] = {"apply_error": message[:500], **extra}
+    if state == ApplyState.APPLIED:
+        # Converged only if no users write touched the server since this apply read it;
+        # otherwise it stays pending and the apply queued by that write finishes the job.
+        converged = VpnServer.objects.filter(pk=server.pk, dirty_at=dirty_at).update(
+            apply_state=ApplyState.APPLIED, applied_at=timezone.now(), **updates
+        )
+        if not converged:
+            VpnServer.objects.filter(pk=server.pk).update(**updates)
+    else:
+        VpnServer.objects.filter(pk=server.pk).update(apply_state=state, **updates)
+    _invalidate([server.pk])
+
+
+def servers_apply(*, server_id: int) -> ApplyOutcome:
+    """Render one server's desired set and make the server serve it (nothing when it already does).
+
+    Raises EngineUnavailable when the engine or container cannot be reached (the server
+    stays pending with the reason; the task retries). A config the core refuses leaves
+    the previous one serving and the server failed with the core's message.
+    """
+    server = VpnServer.objects.select_related("host").filter(pk=server_id).first()
+    if server is None:
+        return ApplyOutcome(server_id, "gone", message="server deleted")
+    dirty_at = server.dirty_at
+    if not _is_running(server):
+        message = "waiting for the container to run (applies when it starts)"
+        _record(server, state=ApplyState.PENDING, message=message, dirty_at=dirty_at)
+        return ApplyOutcome(server_id, ApplyState.PENDING, message=message)
+    kind = kind_for(server)
+    try:
+        kind.allocate(server)
+        files = kind.render(server, desired_users(server))
+        digest = config_digest(files)
+        if applied_digest(server) == digest:
+            _record(server, state=ApplyState.APPLIED, message="", dirty_at=dirty_at, config_hash=digest)
+            return ApplyOutcome(server_id, ApplyState.APPLIED, message="same config, nothing to do")
+        if kind.reload_resets_counters:
+            # The reload restarts the core's counters: count what they hold first.
+            servers_poll_traffic(server_ids=[server.pk])
+        result = kind.apply(server, files, digest)
+    except ApplyRejected as exc:
+        _record(server, state=ApplyState.FAILED, message=str(exc), dirty_at=dirty_at)
+        return ApplyOutcome(server_id, ApplyState.FAILED, message=str(exc))
+    except _ENGINE_ERRORS as exc:
+        message = describe_engine_error(exc)
+        _record(server, state=ApplyState.PENDING, message=message, dirty_at=dirty_at)
+        raise EngineUnavailable(message) from exc
+    _record(server, state=ApplyState.APPLIED, message="", dirty_at=dirty_at, config_hash=digest)
+    logger.info("server %s applied: %s", server.pk, result.detail)
+    return ApplyOutcome(server_id, ApplyState.APPLIED, changed=result.changed, calls=result.calls)
+
+
+def servers_needing_apply() -> list[int]:
+    """Servers still pending (a lost task, an engine that was down, a container that just started)."""
+    return list(
+        VpnServer.objects.filter(
+            apply_state=ApplyState.PENDING,
+            desired_state=DesiredState.RUNNING,
+            observed_state=ObservedState.RUNNING,
+            host__enabled=True,
+        ).values_list("pk", flat=True)
+    )
+
+
+# --- traffic -----------------------------------------------------------------------------
+
+
+@dataclass
+class PollResult:
+    servers: int = 0
+    users: int = 0
+    bytes: int = 0
+    errors: dict[int, str] = field(default_factory=dict)
+
+
+def traffic_deltas(
+    baseline: dict[str, list[int]], raw: dict[str, tuple[int, int]], owners: dict[str, int]
+) -> tuple[dict[int, int], dict[str, list[int]]]:
+    """Bytes since the last reading per user, and the new baseline.
+
+    A counter lower than last time was reset (the core or the container restarted):
+    everything it shows now is new. A key that now belongs to another user (a port or
+    address handed on) starts from zero. Never negative.
+    """
+    usage: dict[int, int] = {}
+    new_baseline: dict[str, list[int]] = {}
+    for key, (up, down) in raw.items():
+        pk = owners.get(key)
+        if pk is None:
+            continue
+        old = baseline.get(key)
+        old_up, old_down = (old[1], old[2]) if old and len(old) == 3 and old[0] == pk else (0, 0)
+        delta = (up - old_up if up >= old_up else up) + (down - old_down if down >= old_down else down)
+        if delta > 0:
+            usage[pk] = usage.get(pk, 0) + delta
+        new_baseline[key] = [pk, up, down]
+    return usage, new_baseline
+
+
+def _owners(server: VpnServer) -> dict[str, int]:
+    from users.models import VpnUser
+
+    kind = kind_for(server)
+    rows = VpnUser.objects.filter(server=server, protocol=server.protocol).values_list(
+        "pk", "wg_public_key", "wg_address", "ss_port"
+    )
+    return {
+        kind.user_key(UserEntry(pk, "", "", public or "", address or "", port)): pk
+        for pk, public, address, port in rows
+    }
+
+
+def _read_counters(server: VpnServer) -> dict[str, tuple[int, int]] | str:
+    try:
+        return kind_for(server).counters(server)
+    except ApplyRejected as exc:
+        return str(exc)
+    except _ENGINE_ERRORS as exc:
+        return describe_engine_error(exc)
+
+
+def servers_poll_traffic(*, server_ids: Sequence[int] | None = None) -> PollResult:
+    """Read running servers' counters and add the deltas to their users in one write."""
+    from users.services import users_record_traffic
+
+    servers = VpnServer.objects.select_related("host").filter(
+        desired_state=DesiredState.RUNNING, observed_state=ObservedState.RUNNING, host__enabled=True
+    )
+    if server_ids is not None:
+        servers = servers.filter(pk__in=list(server_ids))
+    targets = list(servers)
+    result = PollResult()
+    if not targets:
+        return result
+    with ThreadPoolExecutor(max_workers=min(POLL_CONCURRENCY, len(targets))) as pool:
+        readings = list(pool.map(_read_counters, targets))
+    usage: dict[int, int] = {}
+    updates: list[tuple[VpnServer, dict[str, list[int]], int]] = []
+    for server, reading in zip(targets, readings, strict=True):
+        if isinstance(reading, str):
+            result.errors[server.pk] = reading
+            continue
+        deltas, baseline = traffic_deltas(server.traffic_baseline or {}, reading, _owners(server))
+        for pk, amount in deltas.items():
+            usage[pk] = usage.get(pk, 0) + amount
+        updates.append((server, baseline, sum(deltas.values())))
+    now = timezone.now()
+    with transaction.atomic():
+        # The baseline moves only with the write it stands for: both land or neither.
+        if usage:
+            users_record_traffic(actor=None, usage=usage)
+        for server, baseline, total in updates:
+            VpnServer.objects.filter(pk=server.pk).update(
+                traffic_baseline=baseline, traffic_total=F("traffic_total") + total, polled_at=now
+            )
+        expiring = _servers_with_expiries(updates, now)
+        if expiring:
+            servers_mark_dirty(server_ids=expiring)
+        _invalidate([server.pk for server, _, _ in updates])
+    result.servers = len(updates)
+    result.users = len(usage)
+    result.bytes = sum(usage.values())
+    return result
+
+
+def _servers_with_expiries(
+    updates: list[tuple[VpnServer, dict[str, list[int]], int]], now: datetime.datetime
+) -> list[int]:
+    """Servers with a user whose expiry passed since the last poll: they leave the desired set."""
+    from users.models import VpnUser
+
+    since = min((server.polled_at or server.applied_at or now for server, _, _ in updates), default=now)
+    ids = [server.pk for server, _, _ in updates]
+    return list(
+        VpnUser.objects.filter(server__in=ids, expire_at__gt=since, expire_at__lte=now)
+        .order_by()
+        .values_list("server_id", flat=True)
+        .distinct()
+    )
+
+
+# --- periodic resets ---------------------------------------------------------------------
+
+_RESET_SQL = """
+WITH due AS (
+    SELECT id, server_id, (data_limit IS NOT NULL AND used_traffic >= data_limit) AS was_limited
+    FROM users_vpnuser
+    WHERE reset_strategy <> 'none'
+      AND COALESCE(traffic_reset_at, created_at) < CASE reset_strategy
+            WHEN 'day' THEN date_trunc('day', %(now)s::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+            WHEN 'week' THEN date_trunc('week', %(now)s::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+            WHEN 'month' THEN date_trunc('month', %(now)s::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+            WHEN 'year' THEN date_trunc('year', %(now)s::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+          END
+    FOR UPDATE
+)
+UPDATE users_vpnuser AS u
+SET previous_period_traffic = u.used_traffic, used_traffic = 0, traffic_reset_at = %(now)s, updated_at = %(now)s
+FROM due WHERE u.id = due.id
+RETURNING u.id, due.server_id, due.was_limited
+"""
+
+
+def users_reset_periodic(*, now: datetime.datetime | None = None) -> int:
+    """Start a new traffic period for every user whose reset strategy says one began (UTC).
+
+    One statement per run; the finished period's bytes are kept on the user. Servers of
+    users that were limited get an apply (those users are back in the desired set).
+    """
+    now = now or timezone.now()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_RESET_SQL, {"now": now})
+        rows = cursor.fetchall()
+        if not rows:
+            return 0
+        ids = [row[0] for row in rows]
+        audit_record(
+            actor=None,
+            action="users_reset_periodic",
+            target="users.VpnUser",
+            count=len(ids),
+            object_ids=ids,
+            detail={"at": now.isoformat()},
+        )
+        tags = ["users", "stats"]
+        if len(ids) <= 100:
+            tags += [f"user:{pk}" for pk in ids]
+        invalidate_on_commit(tags)
+        servers_mark_dirty(server_ids={row[1] for row in rows if row[2] and row[1]})
+    return len(ids)
