@@ -1,5 +1,8 @@
 """VLESS end to end: users made in the panel reach a real v2ray server with a real v2ray client."""
 
+# The data-plane fixtures live in vpn_fixtures (imported below): test arguments shadow them by design.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import uuid

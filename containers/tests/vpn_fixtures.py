@@ -49,7 +49,7 @@ def _port_free(port: int) -> bool:
 
 def free_port_block(size: int) -> int:
     """The first of `size` consecutive loopback ports nobody holds now (TCP and UDP)."""
-    rng = random.Random(os.getpid() ^ time.monotonic_ns())  # noqa: S311 - not security
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
     for _ in range(200):
         base = rng.randrange(42000, 60000 - size)
         if all(_port_free(p) for p in range(base, base + size)):
@@ -61,7 +61,7 @@ def free_port_block(size: int) -> int:
 
 
 class _Blob(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         size = int(self.path.rsplit("/", 1)[-1] or 0)
         self.send_response(200)
         self.send_header("Content-Length", str(size))
@@ -90,9 +90,9 @@ def origin() -> Iterator[str]:
 
 def fetch(socks_port: int, url: str, *, timeout: float = 8) -> int:
     """Bytes a client fetched through the SOCKS port (0 when the server refused it)."""
-    done = subprocess.run(  # noqa: S603 - fixed argv
-        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", "--max-time", str(timeout),
-         "--socks5-hostname", f"127.0.0.1:{socks_port}", url],  # fmt: skip
+    argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", "--max-time", str(timeout)]
+    done = subprocess.run(
+        [*argv, "--socks5-hostname", f"127.0.0.1:{socks_port}", url],
         capture_output=True,
         text=True,
         check=False,
@@ -129,7 +129,7 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None
 @contextlib.contextmanager
 def _client(argv: list[str], port: int, log: Path) -> Iterator[int]:
     with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603 - fixed argv
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     try:
         _wait_listening(port, proc, log)
         yield port
@@ -176,8 +176,8 @@ def ss_client(tmp_path: Path) -> Callable[..., contextlib.AbstractContextManager
 
     def start(server_port: int, password: str, method: str = "chacha20-ietf-poly1305") -> Any:
         port = free_port_block(1)
-        argv = ["ss-local", "-s", "127.0.0.1", "-p", str(server_port), "-k", password, "-m", method,
-                "-b", "127.0.0.1", "-l", str(port)]  # fmt: skip
+        argv = ["ss-local", "-s", "127.0.0.1", "-p", str(server_port), "-k", password, "-m", method]
+        argv += ["-b", "127.0.0.1", "-l", str(port)]
         return _client(argv, port, tmp_path / f"ss-local-{port}.log")
 
     return start
