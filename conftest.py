@@ -88,13 +88,12 @@ def csrf_client(owner: User) -> Client:
     return client
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _close_check_connections(django_db_setup: None) -> Iterator[None]:
-    """Health-check threads hold database connections; end them before the test database is dropped."""
-    yield
-    from perf.health import shutdown_check_threads
+@pytest.fixture(autouse=True)
+def _fresh_health_answers() -> None:
+    """Kept engine answers belong to one test (health-check threads close their own connections)."""
+    from vpnadmin import health
 
-    shutdown_check_threads()
+    health.reset()
 
 
 # --- Redis ---------------------------------------------------------------------------

@@ -1,24 +1,49 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import User
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from vpnadmin.models import AuditEntry
+from vpnadmin.sessions import sessions_end_for_user
 
 
 @admin.register(AuditEntry)
 class AuditEntryAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "actor_name", "action", "target", "count"]
+    list_display = ["created_at", "actor_name", "action", "target", "count", "client_ip", "request_id"]
     list_filter = ["action", "target"]
-    search_fields = ["actor_name", "action"]
+    search_fields = ["actor_name", "action", "request_id"]
     date_hierarchy = "created_at"
-    # The audit trail is read-only, even for superusers.
+    # The audit trail is append-only, even for superusers (the database refuses too).
     readonly_fields = [f.name for f in AuditEntry._meta.fields]
 
-    def has_add_permission(self, request: object) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request: object, obj: object = None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
-    def has_delete_permission(self, request: object, obj: object = None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class StaffUserAdmin(UserAdmin):
+    actions = ["end_sessions"]
+
+    @admin.action(description="Log out everywhere (end every session)", permissions=["manage_sessions"])
+    def end_sessions(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        ended = 0
+        for user in queryset.filter(is_staff=True)[:100]:
+            ended += sessions_end_for_user(actor=request.user, user=user, reason="administrator")
+        self.message_user(request, f"Ended {ended} session(s).")
+
+    def has_manage_sessions_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("vpnadmin.manage_sessions")

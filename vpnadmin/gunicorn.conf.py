@@ -1,17 +1,22 @@
 """gunicorn configuration: `gunicorn -c vpnadmin/gunicorn.conf.py vpnadmin.wsgi`.
 
-gthread workers, so a slow Docker engine ties up a thread, not a whole process.
-Bind and sizes come from the environment.
+gthread workers, so a slow Docker engine ties up a thread, not a whole process; the
+worker class bounds how long a client may take to send a request or read an answer
+(vpnadmin/gunicorn_worker.py). Bind and sizes come from the environment.
 """
 
 from __future__ import annotations
 
 import os
 
+# The web role: requests get the short statement timeout (settings.DATABASE_STATEMENT_TIMEOUT_MS).
+os.environ.setdefault("VPNADMIN_ROLE", "web")
+
 bind = f"{os.environ.get('BIND', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+worker_class = "vpnadmin.gunicorn_worker.DeadlineThreadWorker"
+# Threads are cheap next to processes; more of them leave room beside slow clients.
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 20
 # Recycle workers now and then so slow native growth never accumulates for weeks;
@@ -24,6 +29,8 @@ wsgi_app = "vpnadmin.wsgi:application"
 
 
 # --- memory sampler and Prometheus multi-process metrics (perf) ----------------------
+# The sampler runs no thread: post_worker_init hooks it to the end of the worker's
+# requests (perf/memory/sampler.py), worker_exit marks the process ended.
 # Every worker writes its counters to files in PROMETHEUS_MULTIPROC_DIR; /metrics sums
 # them. The directory belongs to this master (var/prometheus/<pid>), emptied at start,
 # removed at exit, so two servers on one machine never add up each other's figures.
@@ -67,7 +74,7 @@ def post_worker_init(worker: object) -> None:
     if not os.environ.get("DJANGO_SETTINGS_MODULE"):
         return
     try:
-        from perf.profiler import start_worker_sampler
+        from perf.memory.sampler import start_worker_sampler
 
         start_worker_sampler()
     except Exception:
@@ -83,7 +90,7 @@ def child_exit(server: object, worker: object) -> None:
 def worker_exit(server: object, worker: object) -> None:
     if not os.environ.get("DJANGO_SETTINGS_MODULE"):
         return
-    from perf.profiler import stop_worker_sampler
+    from perf.memory.sampler import stop_worker_sampler
 
     stop_worker_sampler()
 

@@ -34,7 +34,8 @@ ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # The admin site that audits every add, change and delete (vpnadmin/admin_site.py).
+    "vpnadmin.apps.AuditedAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -43,6 +44,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "django_htmx",
+    "axes",
+    "csp",
     "template_partials",
     "vpnadmin",
     "users",
@@ -53,19 +56,29 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Counts and times every request for /metrics; first, so the whole stack is timed.
     "perf.metrics.RequestMetricsMiddleware",
+    # The request id and client address every audit entry and log line carries.
+    "vpnadmin.requestctx.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Ends a session idle for SESSION_IDLE_TIMEOUT, or one whose user was disabled.
+    "vpnadmin.sessions.SessionGuardMiddleware",
     # Every URL needs a login unless its view is marked @login_not_required.
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Section permissions (dashboard, performance) and the branded error pages.
+    "vpnadmin.access.SectionPermissionMiddleware",
+    "vpnadmin.access.DatabaseUnavailableMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     # A stored secret that no configured key opens: a 503 naming the key set, not a 500.
     "vpnadmin.crypto.DecryptionErrorMiddleware",
+    # Last, as django-axes asks: turns a lockout into the 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "vpnadmin.urls"
@@ -96,6 +109,16 @@ DATABASES["default"].setdefault("OPTIONS", {})
 DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", envint("DATABASE_CONNECT_TIMEOUT", 3, minimum=1))
 DATABASES["default"]["TEST"] = {"NAME": envstr("TEST_DATABASE_NAME", f"test_{DATABASES['default']['NAME']}")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Every statement is bounded on the connection itself, so no bulk write or read path can
+# forget it: gthread's --timeout does not end a request, a statement timeout does. Web
+# workers (gunicorn sets VPNADMIN_ROLE=web) get the short one; queue workers, commands,
+# tests and benchmarks the long one.
+VPNADMIN_ROLE = envstr("VPNADMIN_ROLE", "")
+DATABASE_STATEMENT_TIMEOUT_MS = envint("DATABASE_STATEMENT_TIMEOUT_MS", 30_000, minimum=100)
+DATABASE_WORKER_STATEMENT_TIMEOUT_MS = envint("DATABASE_WORKER_STATEMENT_TIMEOUT_MS", 3_600_000, minimum=100)
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    _timeout_ms = DATABASE_STATEMENT_TIMEOUT_MS if VPNADMIN_ROLE == "web" else DATABASE_WORKER_STATEMENT_TIMEOUT_MS
+    DATABASES["default"].setdefault("OPTIONS", {})["options"] = f"-c statement_timeout={_timeout_ms}"
 
 # --- cache -------------------------------------------------------------------------
 REDIS_URL = redis_url("REDIS_URL")
@@ -145,6 +168,27 @@ CONTAINERS_JOB_STALE_AFTER = envint("CONTAINERS_JOB_STALE_AFTER", 300, minimum=6
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
+AUTHENTICATION_BACKENDS = [
+    # django-axes first: a locked-out user or address is refused before a password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Login limits (django-axes): in the database, so they hold with Redis down. Locked
+# per username and, separately, per client address; cleared by an administrator in the
+# admin ("Access attempts") or after the cool-off.
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = envint("LOGIN_COOLOFF_MINUTES", 15, minimum=1) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# The same address the audit trail records: the peer, or our proxy's right-most entry.
+AXES_CLIENT_IP_CALLABLE = "vpnadmin.requestctx.client_ip"
+AXES_VERBOSE = False
+# Sessions: rotated at login (Django does), ended after SESSION_IDLE_TIMEOUT seconds
+# without a request, and at most SESSION_COOKIE_AGE after login.
+SESSION_IDLE_TIMEOUT = envint("SESSION_IDLE_TIMEOUT", 12 * 3600, minimum=60)
+SESSION_COOKIE_AGE = envint("SESSION_COOKIE_AGE", 7 * 24 * 3600, minimum=300)
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -162,7 +206,25 @@ SECURE_SSL_REDIRECT = HTTPS and envbool("SECURE_SSL_REDIRECT", True)
 SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31536000 if HTTPS else 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
 SECURE_HSTS_PRELOAD = HTTPS
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if envbool("BEHIND_PROXY", False) else None
+# Set only behind a proxy we run: then its X-Forwarded-For (right-most entry),
+# X-Forwarded-Proto and X-Request-ID are believed; without it they are ignored.
+BEHIND_PROXY = envbool("BEHIND_PROXY", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_PROXY else None
+# Content-Security-Policy (django-csp 4): own origin only, no inline script or style,
+# no eval (htmx runs with allowEval off; see templates/base.html).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 SESSION_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
@@ -197,6 +259,8 @@ USERS_CACHE_READS = envbool("USERS_CACHE_READS", True)  # off: lists and stats r
 
 # --- health ------------------------------------------------------------------------
 HEALTH_CHECK_TIMEOUT = envfloat("HEALTH_CHECK_TIMEOUT", 1.5)
+# An engine's ping is kept this long: a flood of /healthz costs each engine one ping per period.
+HEALTH_ENGINE_CACHE_SECONDS = envfloat("HEALTH_ENGINE_CACHE_SECONDS", 5.0)
 
 # --- memory profiler and metrics (perf) --------------------------------------------
 # Read by perf.profiler.ProfilerConfig, which checks every value (see README).
@@ -211,13 +275,19 @@ PROFILER = {
 }
 # Set: /metrics wants `Authorization: Bearer <token>`; unset: a logged-in staff member.
 METRICS_TOKEN = envsecret("METRICS_TOKEN")
+# A file holding the token is read again when it changes: rotation needs no restart.
+METRICS_TOKEN_FILE = envstr("METRICS_TOKEN_FILE", "")
+# /healthz details (checks, versions, errors) for staff or `Authorization: Bearer <token>`.
+HEALTH_TOKEN = envsecret("HEALTH_TOKEN")
 
 # --- logging -----------------------------------------------------------------------
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Every line names its request (the X-Request-ID header and the audit entries carry the same id).
+    "filters": {"request_id": {"()": "vpnadmin.requestctx.RequestIdLogFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [%(request_id)s] %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "INFO"},

@@ -4,7 +4,6 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from perf.views import healthz
 from perf.views_memory import metrics
 from vpnadmin import views
 
@@ -12,10 +11,19 @@ urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("healthz", healthz, name="healthz"),
+    path("healthz", views.healthz, name="healthz"),
+    path("audit/", views.audit, name="audit"),
+    path("account/sessions/", views.account_sessions, name="account_sessions"),
+    path("account/logout-everywhere/", views.logout_everywhere, name="logout_everywhere"),
+    path("staff/<int:pk>/logout-everywhere/", views.staff_logout_everywhere, name="staff_logout_everywhere"),
     path("metrics", metrics, name="metrics"),
     path("users/", include("users.urls")),
     path("containers/", include("containers.urls")),
     path("perf/", include("perf.urls")),
     path("admin/", admin.site.urls),
 ]
+
+# Branded error pages: no traceback, no settings (also with DEBUG off, the only mode served).
+handler403 = "vpnadmin.views.permission_denied"
+handler404 = "vpnadmin.views.page_not_found"
+handler500 = "vpnadmin.views.server_error"
