@@ -339,6 +339,8 @@ LOGGING = {
         # Connection pools log every retry at DEBUG; keep them quiet.
         "urllib3": {"level": "WARNING"},
         "docker": {"level": "WARNING"},
+        # django-axes logs every attempt at INFO; failures and lockouts are in the audit trail.
+        "axes": {"level": "WARNING"},
     },
 }
 
