@@ -15,10 +15,23 @@ dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v pg_isready >/dev/null || need+=(postgresql-client)
 command -v redis-cli >/dev/null || need+=(redis-tools)
 command -v curl >/dev/null || need+=(curl)
+command -v openssl >/dev/null || need+=(openssl)  # the e2e nginx test's self-signed certificate
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# nginx for e2e/test_nginx.py, which starts its own from the shipped site file. Installed
+# without starting Debian's default site (it would listen on port 80 of this machine).
+if ! [ -x /usr/sbin/nginx ]; then
+  log "installing nginx (not started)"
+  own_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+  if [ "$own_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 # --- PostgreSQL ----------------------------------------------------------------------
