@@ -18,6 +18,8 @@ urlpatterns = [
     path("staff/<int:pk>/logout-everywhere/", views.staff_logout_everywhere, name="staff_logout_everywhere"),
     path("metrics", metrics, name="metrics"),
     path("users/", include("users.urls")),
+    # Public, no login: subscription URLs fetched by VPN apps (token in the path, rate limited).
+    path("sub/", include("users.subscriptions.urls")),
     path("containers/", include("containers.urls")),
     path("perf/", include("perf.urls")),
     path("admin/", admin.site.urls),

@@ -1,0 +1,105 @@
+"""A fixed-window request limit per client address, for the public subscription URL.
+
+Counters live in Redis (one INCR + EXPIRE per request, shared by every worker). When
+Redis cannot be reached the limit is kept per process instead (a bounded dict): the
+endpoint keeps limiting and keeps answering, it never fails open and never turns the
+outage into a 500. Unknown and valid tokens count alike, so guessing costs the same
+budget as fetching.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+from django.http import HttpRequest
+
+logger = logging.getLogger(__name__)
+
+# Addresses the per-process fallback remembers; beyond that the oldest window is dropped.
+LOCAL_MAX_KEYS = 10_000
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    count: int
+    limit: int
+    retry_after: int
+
+
+def client_key(request: HttpRequest) -> str:
+    """The client's address (an IPv6 client by its /64: one host usually holds the whole prefix)."""
+    header = settings.SUBSCRIPTION_CLIENT_IP_HEADER
+    raw = request.META.get(header, "") if header else ""
+    # X-Forwarded-For may list a chain: the proxy appends the address it saw last.
+    raw = raw.split(",")[-1].strip() if raw else request.META.get("REMOTE_ADDR", "")
+    try:
+        address = ipaddress.ip_address(raw)
+    except ValueError:
+        return "unknown"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{address}/64", strict=False).network_address) + "/64"
+    return str(address)
+
+
+class _LocalWindows:
+    """The per-process fallback: counts per (window, address), old windows forgotten."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: dict[tuple[int, str], int] = {}
+
+    def hit(self, window: int, key: str) -> int:
+        with self.lock:
+            if len(self.counts) >= LOCAL_MAX_KEYS:
+                for stale in [k for k in self.counts if k[0] < window]:
+                    del self.counts[stale]
+                if len(self.counts) >= LOCAL_MAX_KEYS:
+                    self.counts.clear()  # a flood of addresses in one window: start over, still bounded
+            count = self.counts.get((window, key), 0) + 1
+            self.counts[(window, key)] = count
+            return count
+
+
+_local = _LocalWindows()
+
+
+def _redis_hit(name: str, period: int) -> int | None:
+    """INCR in Redis, or None when Redis is not there (the caller counts locally)."""
+    client_factory = getattr(getattr(cache, "client", None), "get_client", None)
+    if client_factory is None:
+        return None
+    try:
+        client = client_factory(write=True)  # raises while the cache's breaker is open
+        pipe = client.pipeline(transaction=False)
+        pipe.incr(name)
+        pipe.expire(name, period + 1)  # the window is in the key: refreshing the TTL is harmless
+        count, _ = pipe.execute()
+        return int(count)
+    except Exception as error:
+        breaker = getattr(cache, "breaker", None)
+        if breaker is not None and not breaker.is_open:
+            breaker.trip(error)  # the rest of this request (the cache read) skips Redis too
+        logger.warning("subscription rate limit counted in-process: Redis failed (%s)", type(error).__name__)
+        return None
+
+
+def hit(request: HttpRequest) -> Verdict:
+    limit, period = settings.SUBSCRIPTION_RATE_LIMIT, settings.SUBSCRIPTION_RATE_PERIOD
+    now = time.time()
+    window = int(now // period)
+    key = client_key(request)
+    name = cache.make_key(f"subrl:{window}:{key}") if hasattr(cache, "make_key") else f"subrl:{window}:{key}"
+    count = _redis_hit(name, period)
+    if count is None:
+        count = _local.hit(window, key)
+    retry_after = max(1, int((window + 1) * period - now))
+    return Verdict(allowed=count <= limit, count=count, limit=limit, retry_after=retry_after)
