@@ -14,6 +14,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.signals import request_finished
 from django.http import HttpRequest, HttpResponse
 
 # What a trusted proxy may hand us as a request id: nginx's $request_id is 32 hex
@@ -70,13 +71,19 @@ class RequestContextMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         context = RequestContext(request_id=_request_id(request), client_ip=client_ip(request) or None)
         request.request_id = context.request_id  # type: ignore[attr-defined]  # read by templates and views
-        token = _current.set(context)
-        try:
-            response = self.get_response(request)
-        finally:
-            _current.reset(token)
+        # Kept until the response is closed (request_finished), not only until this
+        # middleware returns: Django logs 4xx/5xx responses after the middleware chain.
+        _current.set(context)
+        response = self.get_response(request)
         response["X-Request-ID"] = context.request_id
         return response
+
+
+def _forget(**kwargs: object) -> None:
+    _current.set(None)
+
+
+request_finished.connect(_forget, dispatch_uid="vpnadmin_request_context_forget")
 
 
 class RequestIdLogFilter(logging.Filter):
