@@ -11,7 +11,7 @@ from django import forms
 
 from containers.engine import client_for, describe_engine_error
 from containers.models import BatchAction, DockerHost, VpnServer
-from containers.policy import create_policy_errors, engine_url_errors
+from containers.policy import create_policy_errors, engine_url_errors, host_network_errors, image_errors
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NETWORK = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -27,6 +27,7 @@ class DockerHostForm(forms.ModelForm):
             "tls_client_cert",
             "tls_client_key",
             "network_mode",
+            "allow_host_network",
             "max_concurrent",
         ]
         labels = {"base_url": "Engine address"}
@@ -34,14 +35,20 @@ class DockerHostForm(forms.ModelForm):
 
     def clean_network_mode(self) -> str:
         value = self.cleaned_data["network_mode"].strip()
-        if value == "host" or value.startswith("container:"):
-            raise forms.ValidationError("Host networking and sharing another container's network are refused.")
+        if value.startswith("container:"):
+            raise forms.ValidationError("Sharing another container's network is refused.")
         if not _NETWORK.match(value):
             raise forms.ValidationError("Give a network name such as bridge, none or vpn-net.")
         return value
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        if data.get("network_mode") == "host" and not data.get("allow_host_network"):
+            self.add_error(
+                "network_mode",
+                'Host networking is refused unless this host is marked "allow host networking" '
+                "(its containers then share the host's network stack).",
+            )
         base_url = (data.get("base_url") or "").strip()
         if base_url:
             data["base_url"] = base_url
@@ -83,8 +90,9 @@ class VpnServerForm(forms.ModelForm):
         label="Container options",
         required=False,
         widget=forms.Textarea(attrs={"rows": 2}),
-        help_text='JSON, e.g. {"mem_limit": "256m", "pids_limit": 100}. Privileged mode, host namespaces, '
-        "added capabilities and binds of / or the Docker socket are refused.",
+        help_text='JSON, e.g. {"mem_limit": "256m", "pids_limit": 100}. Binds only from the directories '
+        "configured for server data; privileged mode and host namespaces are refused; capabilities and "
+        "devices only as the server's kind declares.",
     )
     create_now = forms.BooleanField(label="Create the container now", required=False, initial=True)
 
@@ -107,10 +115,9 @@ class VpnServerForm(forms.ModelForm):
             options = json.loads(text)
         except json.JSONDecodeError as exc:
             raise forms.ValidationError(f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).") from None
-        problems = create_policy_errors(options)
-        if problems:
-            raise forms.ValidationError(problems)
-        return options
+        if not isinstance(options, dict):
+            raise forms.ValidationError("Options must be a JSON object.")
+        return options  # checked against the policy in clean(), which knows the host and kind
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -118,6 +125,15 @@ class VpnServerForm(forms.ModelForm):
         if host is None:
             return data
         name, port, image = data.get("name"), data.get("port"), (data.get("image") or "").strip()
+        if "options_text" in data:
+            problems = create_policy_errors(data["options_text"], protocol=data.get("protocol") or "", host=host)
+            if problems:
+                self.add_error("options_text", problems)
+        for problem in host_network_errors(host):
+            self.add_error("host", problem)
+        if image:
+            for problem in image_errors(image):
+                self.add_error("image", problem[:1].upper() + problem[1:] + ".")
         if name and VpnServer.objects.filter(host=host, name=name).exists():
             self.add_error("name", f"A server named {name} already exists on host {host.name}.")
         if port:

@@ -6,6 +6,8 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
+from vpnadmin.crypto import EncryptedJSONField, EncryptedTextField
+
 # Docker's own rule for container names.
 CONTAINER_NAME_RE = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$"
 container_name_validator = RegexValidator(
@@ -33,6 +35,12 @@ class DockerHost(models.Model):
         max_length=64,
         default="bridge",
         help_text="Network new containers join; 'none' publishes no ports (engines run with --bridge=none).",
+    )
+    # The creation policy refuses network_mode "host" unless the operator marked the host for it.
+    allow_host_network = models.BooleanField(
+        "allow host networking",
+        default=False,
+        help_text="Lets this host's containers share the host's network stack (test hosts, no bridge).",
     )
     max_concurrent = models.PositiveSmallIntegerField(
         default=10,
@@ -96,7 +104,8 @@ class VpnServer(models.Model):
     image = models.CharField(max_length=255)
     port = models.PositiveIntegerField(validators=[MinValueValidator(1), MaxValueValidator(65535)])
     command = models.CharField(max_length=512, blank=True, help_text="Overrides the image's command (shell words).")
-    environment = models.JSONField(default=dict, blank=True)
+    # Values may be secrets: encrypted at rest (vpnadmin.crypto), the column holds one token.
+    environment = EncryptedJSONField(default=dict, blank=True)
     options = models.JSONField(
         default=dict,
         blank=True,
@@ -119,7 +128,7 @@ class VpnServer(models.Model):
     )
     # WireGuard only: the server's own key pair and the subnet its users' tunnel addresses come from.
     wg_public_key = models.CharField("WireGuard public key", max_length=44, blank=True)
-    wg_private_key = models.CharField("WireGuard private key", max_length=44, blank=True, editable=False)
+    wg_private_key = EncryptedTextField("WireGuard private key", blank=True, editable=False)
     wg_subnet = models.CharField("WireGuard subnet", max_length=43, blank=True, help_text="e.g. 10.8.0.0/24")
     # The data plane: has the server been told about the current users table?
     apply_state = models.CharField(max_length=16, choices=ApplyState.choices, default=ApplyState.PENDING)

@@ -8,9 +8,12 @@ that would hand the host to a container are refused by name with a reason.
 from __future__ import annotations
 
 import ipaddress
+import os
+import posixpath
 import re
 import socket
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -118,6 +121,12 @@ def engine_url_errors(
 
 
 # --- container creation ------------------------------------------------------------
+#
+# Allow-lists, not deny-lists: a bind passes only when its source, normalised as the
+# kernel would and (for a local engine) with symlinks resolved, lies under a directory
+# the operator configured for server data; an image only under a configured prefix;
+# capabilities and devices only when the server's kind declares it needs them; host
+# networking only on a host the operator marked for it. Anything else is refused.
 
 # Options an operator may set, and the type each takes.
 ALLOWED_OPTIONS: dict[str, type | tuple[type, ...]] = {
@@ -134,53 +143,227 @@ ALLOWED_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "ulimits": list,
     "user": str,
     "working_dir": str,
+    # Only what the server's kind declares (KindNeeds); anything more is refused.
+    "cap_add": list,
+    "devices": list,
+    "sysctls": dict,
 }
 # Refused by name, each with its reason: they give a container the host.
 REFUSED_OPTIONS = {
     "privileged": "privileged mode is refused",
-    "cap_add": "added capabilities are refused",
-    "devices": "host devices are refused",
     "device_requests": "host devices are refused",
+    "device_cgroup_rules": "host devices are refused",
     "security_opt": "security options (unconfined profiles) are refused",
     "userns_mode": "the host user namespace is refused",
     "uts_mode": "the host UTS namespace is refused",
     "cgroupns": "the host cgroup namespace is refused",
+    "cgroup_parent": "another cgroup parent is refused",
     "volumes_from": "volumes from other containers are refused",
-    "sysctls": "sysctls are refused",
+    "volume_driver": "volume drivers are refused",
+    "mounts": "mounts are refused: use binds under a configured data directory",
+    "links": "links to other containers are refused",
 }
 _HOST_NAMESPACES = {"network_mode": "host network", "pid_mode": "host pid namespace", "ipc_mode": "host ipc namespace"}
+_BIND_MODES = {"ro", "rw"}
+# A Docker image reference: [registry[:port]/]path[:tag][@digest], lower-case path.
+_IMAGE_RE = re.compile(
+    r"^(?P<name>(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
+)
 
 
-def _docker_socket_paths() -> set[PurePosixPath]:
-    paths = {PurePosixPath("/var/run/docker.sock"), PurePosixPath("/run/docker.sock")}
-    for url in [settings.DOCKER_HOST, *settings.DOCKER_LOCAL_SOCKETS]:
-        if url.startswith("unix://"):
-            paths.add(PurePosixPath(url.removeprefix("unix://")))
-    return paths
+@dataclass(frozen=True)
+class KindNeeds:
+    """What a server kind needs from its host beyond a plain container.
+
+    A kind declares it once (``declare_kind_needs``); the policy then lets exactly these
+    capabilities, devices and sysctls through for servers of that protocol, and refuses
+    the same options on any other server.
+    """
+
+    cap_add: frozenset[str] = frozenset()
+    devices: frozenset[str] = frozenset()
+    sysctls: frozenset[str] = frozenset()
 
 
-def _bind_error(bind: Any) -> str | None:
-    if not isinstance(bind, str) or ":" not in bind:
-        return f"bind {bind!r} must read source:target[:ro]"
-    source = bind.split(":", 1)[0]
+# Kinds that declare nothing here are read from containers/kinds/ (their `cap_add`,
+# `devices` and optional `sysctls` class attributes); this table overrides or adds.
+_KIND_NEEDS: dict[str, KindNeeds] = {}
+
+
+def declare_kind_needs(protocol: str, needs: KindNeeds) -> None:
+    """Declare (or override) what a kind's containers need, for a kind outside containers/kinds/."""
+    _KIND_NEEDS[protocol] = needs
+
+
+def kind_needs(protocol: str) -> KindNeeds:
+    """What the server kind of `protocol` declares it needs; nothing for an unknown protocol."""
+    if protocol in _KIND_NEEDS:
+        return _KIND_NEEDS[protocol]
+    if not protocol:
+        return KindNeeds()
+    from containers.kinds import kind_for  # the kinds import models: late, to keep this module light
+
+    try:
+        kind = kind_for(protocol)
+    except ValueError:
+        return KindNeeds()
+    return KindNeeds(
+        cap_add=frozenset(getattr(kind, "cap_add", ())),
+        devices=frozenset(getattr(kind, "devices", ())),
+        sysctls=frozenset(getattr(kind, "sysctls", ())),
+    )
+
+
+def normalise_path(path: str) -> str:
+    """The path the kernel would open, without touching the disk: `//` and `/./` are `/`, `..` climbs.
+
+    posixpath.normpath keeps a leading `//` (POSIX leaves it implementation-defined);
+    Linux treats it as `/`, so every run of slashes is one slash first.
+    """
+    return posixpath.normpath(re.sub(r"/+", "/", path)) if path else path
+
+
+def _resolve(path: str, *, local: bool) -> str:
+    normal = normalise_path(path)
+    # A local engine sees this machine's file system: follow symlinks as the kernel
+    # will when it mounts (/proc/1/root resolves to /). A remote engine's files are not
+    # here: the lexical form is all there is to check.
+    return os.path.realpath(normal) if local else normal
+
+
+def bind_roots() -> list[str]:
+    return [normalise_path(str(root)) for root in settings.CONTAINERS_BIND_ROOTS if str(root).startswith("/")]
+
+
+def image_prefixes() -> list[str]:
+    return [str(prefix).strip() for prefix in settings.CONTAINERS_IMAGE_PREFIXES if str(prefix).strip()]
+
+
+def is_local_engine(host: Any | None) -> bool:
+    """True when the host's engine runs on this machine (its paths are ours to resolve)."""
+    if host is None:
+        return True
+    url = str(getattr(host, "base_url", "")).strip()
+    return url.startswith("unix://") and url in [s.strip() for s in settings.DOCKER_LOCAL_SOCKETS]
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def bind_errors(bind: Any, *, local: bool = True) -> list[str]:
+    """Why one bind (`source:target[:ro|rw]`) is refused; empty when its source is under a data root."""
+    if not isinstance(bind, str):
+        return [f"bind {bind!r} must read source:target[:ro]"]
+    parts = bind.split(":")
+    if len(parts) not in (2, 3) or not all(parts[:2]):
+        return [f"bind {bind!r} must read source:target[:ro]"]
+    source, target = parts[0], parts[1]
+    if len(parts) == 3 and parts[2] not in _BIND_MODES:
+        return [f"bind {bind!r}: the mode must be ro or rw"]
     if not source.startswith("/"):
-        return f"bind source {source!r} must be an absolute path"
-    path = PurePosixPath(source)
-    if ".." in path.parts:
-        return f"bind source {source!r} may not contain '..'"
-    if path == PurePosixPath("/"):
-        return "binding / (the host's root) is refused"
-    for socket_path in _docker_socket_paths():
-        if path == socket_path or path in socket_path.parents:
-            return f"binding {source} exposes the Docker socket: refused"
-    return None
+        # Docker would make a named volume of it: not a directory the operator chose.
+        return [f"bind source {source!r} must be an absolute path"]
+    if not target.startswith("/"):
+        return [f"bind target {target!r} must be an absolute path"]
+    roots = bind_roots()
+    if not roots:
+        return [f"bind {source}: no directory is configured for server data (CONTAINERS_BIND_ROOTS): binds are refused"]
+    try:
+        resolved = _resolve(source, local=local)
+        allowed = [_resolve(root, local=local) for root in roots]
+    except OSError as exc:
+        # /proc/1/root and friends: a path the kernel will not even let us follow.
+        return [f"bind {source} cannot be resolved on this machine ({exc.strerror}): refused"]
+    if any(_under(resolved, root) for root in allowed):
+        return []
+    shown = source if resolved == source else f"{source} (resolves to {resolved})"
+    return [f"bind {shown} is outside the directories for server data ({', '.join(roots)}): refused"]
 
 
-def create_policy_errors(options: dict[str, Any]) -> list[str]:
-    """Every reason a container's options are refused; empty when the policy allows them."""
+def normalise_image(image: str) -> str | None:
+    """`busybox` → `docker.io/library/busybox`, as the engine names it; None for a malformed reference."""
+    match = _IMAGE_RE.match(image.strip())
+    if not match:
+        return None
+    name = match["name"]
+    first, _, rest = name.partition("/")
+    if not rest:
+        name = f"docker.io/library/{name}"
+    elif not ("." in first or ":" in first or first == "localhost"):
+        if first != first.lower():
+            return None  # upper case is allowed in a registry's name only
+        name = f"docker.io/{name}"
+    suffix = (f":{match['tag']}" if match["tag"] else "") + (f"@{match['digest']}" if match["digest"] else "")
+    return name + suffix
+
+
+def _repository(reference: str) -> str:
+    """`docker.io/library/busybox:1@sha256:…` → `docker.io/library/busybox`."""
+    name = reference.split("@", 1)[0]
+    head, _, last = name.rpartition("/")
+    return f"{head}/{last.split(':', 1)[0]}"
+
+
+def _prefix_matches(reference: str, prefix: str) -> bool:
+    # "vpnadmin-test/" (ends in "/"): every repository in that namespace; otherwise one
+    # repository ("ghcr.io/xtls/xray-core": any tag) or one exact tag ("…/xray-core:1.8").
+    if prefix.endswith("/"):
+        namespace = normalise_image(prefix + "x")
+        return namespace is not None and _repository(reference).startswith(namespace[:-1])
+    allowed = normalise_image(prefix)
+    if allowed is None:
+        return False
+    if _repository(allowed) == allowed:
+        return _repository(reference) == allowed
+    return reference.split("@", 1)[0] == allowed
+
+
+def image_errors(image: str) -> list[str]:
+    """Why an image is refused: a malformed reference, or one outside CONTAINERS_IMAGE_PREFIXES."""
+    reference = normalise_image(image or "")
+    if reference is None:
+        return [f"image {image!r} is not a valid image reference (registry/name:tag)"]
+    prefixes = image_prefixes()
+    if any(_prefix_matches(reference, prefix) for prefix in prefixes):
+        return []
+    shown = ", ".join(prefixes) or "none configured"
+    return [f"image {image} is not from an allowed source (CONTAINERS_IMAGE_PREFIXES: {shown}): refused"]
+
+
+def _device_errors(devices: list[Any], needs: KindNeeds) -> list[str]:
+    errors = []
+    for device in devices:
+        if not isinstance(device, str) or not device.startswith("/"):
+            errors.append(f"devices: {device!r} must read /dev/path[:/dev/path[:rwm]].")
+            continue
+        parts = device.split(":")
+        source = normalise_path(parts[0])
+        target = normalise_path(parts[1]) if len(parts) > 1 else source
+        if len(parts) > 3 or source not in needs.devices or target != source:
+            allowed = ", ".join(sorted(needs.devices)) or "none for this kind"
+            errors.append(f"devices: host device {parts[0]} is refused (this server kind may use: {allowed}).")
+    return errors
+
+
+def create_policy_errors(
+    options: dict[str, Any], *, protocol: str = "", host: Any | None = None, image: str | None = None
+) -> list[str]:
+    """Every reason a container's options are refused; empty when the policy allows them.
+
+    `protocol` brings the kind's declared needs; `host` decides how bind paths are
+    resolved (a local engine: symlinks followed); `image`, when given, is checked too.
+    """
     if not isinstance(options, dict):
         return ["Options must be a JSON object."]
+    needs = kind_needs(protocol)
     errors: list[str] = []
+    if image is not None:
+        errors += [f"image: {problem}." for problem in image_errors(image)]
+    if host is not None:
+        errors += host_network_errors(host)
     for key, value in options.items():
         if key in REFUSED_OPTIONS:
             errors.append(f"{key}: {REFUSED_OPTIONS[key]}.")
@@ -196,5 +379,34 @@ def create_policy_errors(options: dict[str, Any]) -> list[str]:
         ):
             errors.append(f"{key}: wrong type ({type(value).__name__}).")
         elif key == "binds":
-            errors += [f"binds: {problem}." for problem in filter(None, (_bind_error(b) for b in value))]
+            local = is_local_engine(host)
+            errors += [f"binds: {problem}." for bind in value for problem in bind_errors(bind, local=local)]
+        elif key == "cap_add":
+            extra = sorted({str(cap).upper().removeprefix("CAP_") for cap in value} - needs.cap_add)
+            if extra:
+                errors.append(
+                    f"cap_add: added capabilities are refused ({', '.join(extra)}; "
+                    f"this server kind may add: {', '.join(sorted(needs.cap_add)) or 'none'})."
+                )
+        elif key == "devices":
+            errors += _device_errors(value, needs)
+        elif key == "sysctls":
+            extra = sorted(set(map(str, value)) - needs.sysctls)
+            if extra:
+                errors.append(f"sysctls: {', '.join(extra)} refused (not declared by this server kind).")
     return errors
+
+
+def host_network_errors(host: Any) -> list[str]:
+    """Host networking only on a host the operator marked for it; another container's network never."""
+    mode = str(getattr(host, "network_mode", "") or "")
+    if mode.startswith("container:"):
+        return [f"host {host.name}: sharing another container's network is refused."]
+    if mode == "host" and not getattr(host, "allow_host_network", False):
+        return [f"host {host.name}: host networking is refused on a host not marked for it (allow host network)."]
+    return []
+
+
+def server_policy_errors(server: Any) -> list[str]:
+    """The whole creation policy for a stored server, checked again right before its container is made."""
+    return create_policy_errors(server.options, protocol=server.protocol, host=server.host, image=server.image)

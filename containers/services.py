@@ -38,6 +38,7 @@ from containers.models import (
     VpnServer,
 )
 from containers.policy import create_policy_errors
+from perf.cache import invalidate_on_commit
 from vpnadmin.audit import audit_record
 
 logger = logging.getLogger(__name__)
@@ -152,7 +153,9 @@ def _state(info: dict[str, Any]) -> str:
 
 def _create(api: docker.APIClient, target: _Target, obs: _Observed) -> dict[str, Any]:
     server, host = target.server, target.host
-    problems = create_policy_errors(server.options)
+    # The whole policy again right before the engine acts (kind's needs, host network,
+    # image, binds resolved here): rows written around the forms meet it too.
+    problems = create_policy_errors(server.options, protocol=server.protocol, host=host, image=server.image)
     if problems:
         raise _Refused("refused by the creation policy: " + " ".join(problems))
     options = dict(server.options)
@@ -657,6 +660,44 @@ def hosts_create(*, actor: Any | None, **fields: Any) -> DockerHost:
     return host
 
 
+def hosts_update(*, actor: Any | None, host: DockerHost, fields: dict[str, Any]) -> DockerHost:
+    """Save a host's changed settings (validated by DockerHostForm) with one audit entry naming them."""
+    with transaction.atomic():
+        for name, value in fields.items():
+            setattr(host, name, value)
+        host.save(update_fields=[*fields, "updated_at"])
+        audit_record(
+            actor=actor,
+            action="hosts_update",
+            target="containers.DockerHost",
+            count=1,
+            object_ids=[host.pk],
+            detail={"fields": sorted(fields)},
+        )
+        invalidate_on_commit([f"host:{host.pk}", "servers"])
+    return host
+
+
+def hosts_delete(*, actor: Any | None, host: DockerHost) -> None:
+    """Delete a host that serves nothing; one with servers is refused (delete its servers first)."""
+    with transaction.atomic():
+        host = DockerHost.objects.select_for_update().get(pk=host.pk)
+        names = list(VpnServer.objects.filter(host=host).values_list("name", flat=True)[:10])
+        if names:
+            raise ValueError(f"Host {host.name} still has servers ({', '.join(names)}): delete them first.")
+        pk, name = host.pk, host.name
+        host.delete()
+        audit_record(
+            actor=actor,
+            action="hosts_delete",
+            target="containers.DockerHost",
+            count=1,
+            object_ids=[pk],
+            detail={"name": name},
+        )
+        invalidate_on_commit([f"host:{pk}", "servers"])
+
+
 def hosts_set_enabled(*, hosts: QuerySet[DockerHost], enabled: bool, actor: Any | None) -> int:
     with transaction.atomic():
         ids = list(hosts.exclude(enabled=enabled).values_list("pk", flat=True))
@@ -709,7 +750,7 @@ def servers_create(
     desired_state: str = "stopped",
 ) -> VpnServer:
     """Record a new server (its container is made by a create/start batch)."""
-    problems = create_policy_errors(options or {})
+    problems = create_policy_errors(options or {}, protocol=protocol, host=host, image=image)
     if problems:
         raise ValueError(" ".join(problems))
     with transaction.atomic():

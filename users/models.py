@@ -20,6 +20,7 @@ from django.utils import timezone
 
 # One protocol list for the whole product: a user and the server that serves it speak the same.
 from containers.models import Protocol
+from vpnadmin.crypto import EncryptedTextField, EncryptedUUIDField
 
 USERNAME_RE = r"^[a-z0-9_.-]{3,32}$"
 # 1 PiB: anything above is a typo, not a quota.
@@ -89,9 +90,13 @@ class VpnUser(models.Model):
     email = models.EmailField(max_length=254, blank=True)
     protocol = models.CharField(max_length=16, choices=Protocol.choices)
     # Credentials: exactly one kind is filled, by protocol. Never listed or exported.
-    credential_uuid = models.UUIDField(null=True, blank=True, editable=False)
-    credential_password = models.CharField(max_length=64, blank=True, editable=False)
-    wg_private_key = models.CharField(max_length=44, blank=True, editable=False)
+    # Encrypted at rest (vpnadmin.crypto): the columns hold Fernet tokens. The UUID is
+    # unique and found through its HMAC blind index; the WireGuard public key is public
+    # (every peer's config holds it), so it is stored as is and unique by itself.
+    credential_uuid = EncryptedUUIDField(null=True, blank=True, editable=False)
+    credential_uuid_index = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
+    credential_password = EncryptedTextField(blank=True, editable=False)
+    wg_private_key = EncryptedTextField(blank=True, editable=False)
     wg_public_key = models.CharField(max_length=44, blank=True, editable=False)
     is_active = models.BooleanField(default=True, help_text="Off: the operator disabled this user.")
     data_limit = models.BigIntegerField(
@@ -134,6 +139,9 @@ class VpnUser(models.Model):
             models.CheckConstraint(condition=Q(used_traffic__gte=0), name="vpnuser_used_gte_0"),
             models.CheckConstraint(
                 condition=Q(on_hold_days__gte=1) | Q(on_hold_days__isnull=True), name="vpnuser_hold_gte_1"
+            ),
+            models.UniqueConstraint(
+                fields=["wg_public_key"], condition=~Q(wg_public_key=""), name="vpnuser_wg_public_key_unique"
             ),
             models.UniqueConstraint(
                 fields=["server", "wg_address"],

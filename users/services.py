@@ -21,7 +21,7 @@ from django.db.models.functions import Greatest, Least
 from django.utils import timezone
 
 from perf.cache import invalidate_on_commit
-from users.credentials import generate_credentials
+from users.credentials import CREDENTIAL_COLUMNS, generate_credentials, sealed_credentials
 from users.models import MAX_BYTES, MAX_ON_HOLD_DAYS, VpnUser
 from users.validation import CLEANERS
 from vpnadmin.audit import audit_record
@@ -55,7 +55,8 @@ UPDATE_FIELDS = (
     "note",
     "last_online_at",
 )
-_CREDENTIAL_COLUMNS = ("credential_uuid", "credential_password", "wg_private_key", "wg_public_key")
+# Encrypted by sealed_credentials before a row leaves Python: COPY never carries a plaintext secret.
+_CREDENTIAL_COLUMNS = CREDENTIAL_COLUMNS
 _SQL_TYPES = {
     "email": "text",
     "protocol": "text",
@@ -68,7 +69,8 @@ _SQL_TYPES = {
     "note": "text",
     "last_online_at": "timestamptz",
     "server_id": "bigint",
-    "credential_uuid": "uuid",
+    "credential_uuid": "text",  # a Fernet token (vpnadmin.crypto)
+    "credential_uuid_index": "text",
     "credential_password": "text",
     "wg_private_key": "text",
     "wg_public_key": "text",
@@ -245,7 +247,7 @@ def _insert(clean: list[tuple[int, dict[str, Any]]], *, now: datetime.datetime, 
                             (
                                 pk,
                                 *[values[name] for name in CREATE_FIELDS],
-                                *generate_credentials(values["protocol"]),
+                                *sealed_credentials(values["protocol"]),
                                 now,
                                 now,
                             )
@@ -291,7 +293,7 @@ def users_update_batch(
             continue
         if "protocol" in names:
             names_with_credentials = (*names, *_CREDENTIAL_COLUMNS)
-            values += list(generate_credentials(values[names.index("protocol")]))
+            values += list(sealed_credentials(values[names.index("protocol")]))
             groups.setdefault(names_with_credentials, []).append((int(pk), values))
         else:
             groups.setdefault(names, []).append((int(pk), values))

@@ -47,13 +47,24 @@ from django.db.models.lookups import Exact, IsNull
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-# Every encrypted column, for rotatekeys: (app_label.Model, field, blind-index field or "").
-ENCRYPTED_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("users.VpnUser", "credential_uuid", "credential_uuid_index"),
-    ("users.VpnUser", "credential_password", ""),
-    ("users.VpnUser", "wg_private_key", ""),
-    ("containers.VpnServer", "environment", ""),
-    ("containers.VpnServer", "wg_private_key", ""),
+
+@dataclass(frozen=True)
+class EncryptedColumn:
+    """One encrypted column, for rotatekeys and the data migrations; `index` its blind index, if any."""
+
+    table: str
+    column: str
+    index: str = ""
+    purpose: str = ""
+
+
+# Every encrypted column (rotatekeys walks them all): add a new one here.
+ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
+    EncryptedColumn("users_vpnuser", "credential_uuid", "credential_uuid_index", "users.vpnuser.credential_uuid"),
+    EncryptedColumn("users_vpnuser", "credential_password"),
+    EncryptedColumn("users_vpnuser", "wg_private_key"),
+    EncryptedColumn("containers_vpnserver", "environment"),
+    EncryptedColumn("containers_vpnserver", "wg_private_key"),
 )
 # Fernet tokens are base64 of a version byte 0x80 and a timestamp: they all start so.
 TOKEN_PREFIX = "gAAAAA"  # noqa: S105 - a format marker, not a secret
@@ -244,3 +255,99 @@ class EncryptedJSONField(EncryptedTextField):
         if isinstance(value, str):
             return json.loads(value) if value else {}
         return value
+
+
+# --- whole columns: the data migrations and rotatekeys ---------------------------------
+
+
+def rewrite_column(
+    connection: Any,
+    target: EncryptedColumn,
+    transform: Callable[[str], str],
+    *,
+    only: str = "",
+    batch_size: int = 1000,
+    progress: Callable[[str], None] | None = None,
+) -> int:
+    """Give every non-empty value of `target` a new stored form, in short batches by primary key.
+
+    Each batch is its own transaction and writes a row only if it still holds the value
+    read (`AND col = old`): a request that rewrote the row meanwhile wrote it under the
+    newest key already, so the batch leaves it alone and the panel keeps serving. The
+    blind index, if any, is recomputed from the plaintext under the newest key.
+    `only` is an extra SQL condition (the migration: rows not yet encrypted).
+    Returns the number of rows rewritten.
+    """
+    from django.db import transaction
+
+    table, column = connection.ops.quote_name(target.table), connection.ops.quote_name(target.column)
+    condition = f"{column} IS NOT NULL AND {column} <> ''" + (f" AND ({only})" if only else "")
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {table} WHERE {condition}")  # noqa: S608 - names from ENCRYPTED_COLUMNS
+        total = cursor.fetchone()[0]
+    done = rewritten = 0
+    last_id = 0
+    index_set = f", {connection.ops.quote_name(target.index)} = v.idx" if target.index else ""
+    while True:
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id, {column}::text FROM {table} WHERE id > %s AND {condition} ORDER BY id LIMIT %s",  # noqa: S608
+                [last_id, batch_size],
+            )
+            rows = cursor.fetchall()
+            if not rows:
+                break
+            last_id = rows[-1][0]
+            values = []
+            for pk, old in rows:
+                new = transform(old)
+                index = _mac(keyring().index_keys[0], target.purpose, decrypt(new)) if target.index else None
+                values.append((pk, old, new, index))
+            cursor.execute(
+                f"UPDATE {table} AS t SET {column} = v.new{index_set} "  # noqa: S608
+                f"FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) AS v(id, old, new, idx) "
+                f"WHERE t.id = v.id AND t.{column}::text = v.old",
+                [[v[0] for v in values], [v[1] for v in values], [v[2] for v in values], [v[3] for v in values]],
+            )
+            rewritten += cursor.rowcount
+        done += len(rows)
+        if progress:
+            progress(f"{target.table}.{target.column}: {done:,} of {total:,} rows")
+    return rewritten
+
+
+def encrypt_plaintext(value: str) -> str:
+    """For the data migrations: a value stored before encryption gets encrypted; a token stays."""
+    return value if value.startswith(TOKEN_PREFIX) else encrypt(value)
+
+
+def decrypt_token(value: str) -> str:
+    """For the migrations' reverse: back to plaintext."""
+    return decrypt(value) if value.startswith(TOKEN_PREFIX) else value
+
+
+def secrets_rotate(*, batch_size: int = 1000, progress: Callable[[str], None] | None = None) -> dict[str, int]:
+    """Re-encrypt every stored secret under the newest key and recompute blind indexes.
+
+    Runs beside the panel: batches are short transactions and readers decrypt old and
+    new tokens alike while both keys are in the set. Records one audit entry at the end.
+    Returns rows rewritten per column.
+    """
+    from django.db import connection, transaction
+
+    from vpnadmin.audit import audit_record
+
+    counts = {}
+    for target in ENCRYPTED_COLUMNS:
+        counts[f"{target.table}.{target.column}"] = rewrite_column(
+            connection, target, reencrypt, batch_size=batch_size, progress=progress
+        )
+    with transaction.atomic():
+        audit_record(
+            actor=None,
+            action="secrets_rotate",
+            target="vpnadmin.crypto",
+            count=sum(counts.values()),
+            detail={"newest_key": keyring().fingerprints[0], "rows": counts},
+        )
+    return counts
