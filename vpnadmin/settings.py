@@ -47,6 +47,9 @@ INSTALLED_APPS = [
     "axes",
     "csp",
     "template_partials",
+    # The task queue on the same PostgreSQL (`manage.py procrastinate worker`); before the
+    # apps whose tasks modules it discovers.
+    "procrastinate.contrib.django",
     "vpnadmin",
     "users",
     "containers",
@@ -55,7 +58,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # Counts and times every request for /metrics; first, so the whole stack is timed.
-    "perf.metrics.RequestMetricsMiddleware",
+    "perf.memory.metrics.RequestMetricsMiddleware",
     # The request id and client address every audit entry and log line carries.
     "vpnadmin.requestctx.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -138,6 +141,10 @@ CACHES = {
             "SOCKET_CONNECT_TIMEOUT": CACHE_SOCKET_TIMEOUT,
             "SOCKET_TIMEOUT": CACHE_SOCKET_TIMEOUT,
             "IGNORE_EXCEPTIONS": True,
+            # After a connection failure, skip Redis for 2 s (a hanging Redis costs a page
+            # one socket timeout per interval), and log the outage once per 30 s with a count.
+            "RETRY_INTERVAL": 2.0,
+            "FAILURE_LOG_INTERVAL": 30.0,
         },
     }
 }
@@ -166,7 +173,30 @@ CONTAINERS_BIND_ROOTS = envlist("CONTAINERS_BIND_ROOTS", [str(VAR_DIR / "server-
 CONTAINERS_IMAGE_PREFIXES = envlist("CONTAINERS_IMAGE_PREFIXES", ["vpnadmin/", "vpnadmin-test/"])
 CONTAINERS_BACKGROUND_THRESHOLD = envint("CONTAINERS_BACKGROUND_THRESHOLD", 5, minimum=0)
 CONTAINERS_STATS_INTERVAL = envfloat("CONTAINERS_STATS_INTERVAL", 5.0)
-CONTAINERS_JOB_STALE_AFTER = envint("CONTAINERS_JOB_STALE_AFTER", 300, minimum=60)  # silent job = crashed
+CONTAINERS_SYNC_INTERVAL = envfloat("CONTAINERS_SYNC_INTERVAL", 30.0)  # reconcile with the engines (periodic)
+# The VPN data plane (containers/sync.py). An apply waits this long after the first users
+# write so a burst of writes costs each server one apply; 0 turns a periodic pass off.
+VPN_APPLY_DEBOUNCE = envfloat("VPN_APPLY_DEBOUNCE", 1.0)
+VPN_APPLY_RETRIES = envint("VPN_APPLY_RETRIES", 5, minimum=0)
+VPN_POLL_INTERVAL = envfloat("VPN_POLL_INTERVAL", 60.0)  # per-user traffic counters
+VPN_CONVERGE_INTERVAL = envfloat("VPN_CONVERGE_INTERVAL", 60.0)  # re-apply servers left pending
+VPN_RESET_INTERVAL = envfloat("VPN_RESET_INTERVAL", 3600.0)  # daily/weekly/… traffic resets
+
+# --- task queue (procrastinate, `manage.py procrastinate worker`) ------------------
+# Every worker listens on every queue; a worker killed mid-job is found by its missing
+# heartbeat and its jobs are retried by a periodic task (vpnadmin/queue.py).
+QUEUE_CONCURRENCY = envint("QUEUE_CONCURRENCY", 4, minimum=1)  # jobs at once per worker (threads)
+QUEUE_HEARTBEAT_INTERVAL = envfloat("QUEUE_HEARTBEAT_INTERVAL", 10.0)
+QUEUE_STALLED_AFTER = envfloat("QUEUE_STALLED_AFTER", 30.0)  # a worker silent this long is dead
+PROCRASTINATE_IMPORT_PATHS = ["vpnadmin.queue"]
+PROCRASTINATE_WORKER_DEFAULTS = {
+    "concurrency": QUEUE_CONCURRENCY,
+    "update_heartbeat_interval": QUEUE_HEARTBEAT_INTERVAL,
+    "stalled_worker_timeout": QUEUE_STALLED_AFTER,
+    # BatchJob rows are the record; finished queue rows would only pile up (failed ones stay).
+    "delete_jobs": "successful",
+    "shutdown_graceful_timeout": envfloat("QUEUE_SHUTDOWN_TIMEOUT", 30.0),
+}
 
 # --- auth --------------------------------------------------------------------------
 LOGIN_URL = "login"
@@ -261,15 +291,26 @@ USERS_IMPORT_MAX_BYTES = envint("USERS_IMPORT_MAX_BYTES", 20 * 1024 * 1024, mini
 USERS_IMPORT_MAX_ROWS = envint("USERS_IMPORT_MAX_ROWS", 100_000, minimum=1)  # rows in one page upload
 USERS_CACHE_READS = envbool("USERS_CACHE_READS", True)  # off: lists and stats read PostgreSQL every time
 
+# --- what VPN users receive: links, .conf files, subscription URLs (users/subscriptions) ---
+SUBSCRIPTION_BASE_URL = envstr("SUBSCRIPTION_BASE_URL", "")  # e.g. https://sub.example.com; empty: the panel's own
+SUBSCRIPTION_RATE_LIMIT = envint("SUBSCRIPTION_RATE_LIMIT", 60, minimum=1)  # requests per client address...
+SUBSCRIPTION_RATE_PERIOD = envint("SUBSCRIPTION_RATE_PERIOD", 60, minimum=1)  # ...per this many seconds
+SUBSCRIPTION_CLIENT_IP_HEADER = envstr("SUBSCRIPTION_CLIENT_IP_HEADER", "")  # e.g. HTTP_X_REAL_IP behind nginx
+SUBSCRIPTION_CACHE_SECONDS = envint("SUBSCRIPTION_CACHE_SECONDS", 300, minimum=0)  # 0: every fetch reads PostgreSQL
+SUBSCRIPTION_UPDATE_INTERVAL_HOURS = envint("SUBSCRIPTION_UPDATE_INTERVAL_HOURS", 12, minimum=1)
+SUBSCRIPTION_PROFILE_TITLE = envstr("SUBSCRIPTION_PROFILE_TITLE", "vpnadmin")
+SUBSCRIPTION_EXPORT_MAX_ROWS = envint("SUBSCRIPTION_EXPORT_MAX_ROWS", 100_000, minimum=1)  # URLs in one CSV
+WIREGUARD_CLIENT_DNS = envlist("WIREGUARD_CLIENT_DNS", ["1.1.1.1", "2606:4700:4700::1111"])
+
 # --- health ------------------------------------------------------------------------
 HEALTH_CHECK_TIMEOUT = envfloat("HEALTH_CHECK_TIMEOUT", 1.5)
 # An engine's ping is kept this long: a flood of /healthz costs each engine one ping per period.
 HEALTH_ENGINE_CACHE_SECONDS = envfloat("HEALTH_ENGINE_CACHE_SECONDS", 5.0)
 
 # --- memory profiler and metrics (perf) --------------------------------------------
-# Read by perf.profiler.ProfilerConfig, which checks every value (see README).
+# Read by perf.memory.profiler.ProfilerConfig, which checks every value (see README).
 PROFILER = {
-    "sampler": envbool("MEMORY_SAMPLER", True),  # the light sampler in every gunicorn worker
+    "sampler": envbool("MEMORY_SAMPLER", True),  # the light sampler at the end of gunicorn workers' requests
     "interval_s": envfloat("MEMORY_SAMPLE_INTERVAL", 30.0),
     "tracemalloc_window_minutes": envint("MEMORY_TRACEMALLOC_MINUTES", 15, minimum=1),
     "leak_threshold_mb": envfloat("MEMORY_LEAK_THRESHOLD_MB", 20.0),  # MB per hour of sustained growth
@@ -298,6 +339,8 @@ LOGGING = {
         # Connection pools log every retry at DEBUG; keep them quiet.
         "urllib3": {"level": "WARNING"},
         "docker": {"level": "WARNING"},
+        # django-axes logs every attempt at INFO; failures and lockouts are in the audit trail.
+        "axes": {"level": "WARNING"},
     },
 }
 
