@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,45 @@ def test_without_a_secret_key_one_is_generated_once_and_kept(tmp_path: Path) -> 
     assert first == second
     assert len(first.strip()) >= 50
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+
+
+# --- every variable is documented ------------------------------------------------------
+
+_ENV_READ = re.compile(
+    r"""(?:\benv(?:str|bool|int|float|list|secret)|\bredis_url|\bdatabase_from_url|os\.environ\.get|os\.getenv)"""
+    r"""\(\s*["']([A-Z][A-Z0-9_]+)["']|os\.environ\[\s*["']([A-Z][A-Z0-9_]+)["']\s*\]"""
+)
+# Read from the environment, yet not for an operator to set.
+_NOT_SETTINGS = {
+    "DJANGO_SETTINGS_MODULE": "set by manage.py, wsgi.py and gunicorn.conf.py",
+    "DJANGO_ALLOW_ASYNC_UNSAFE": "the test harness's switch for Playwright",
+    "VPNADMIN_TEST_RUN_ID": "the test harness's run id",
+    "TEST_DATABASE_NAME": "the test harness's database name",
+}
+
+
+def _variables_the_code_reads() -> dict[str, str]:
+    """NAME -> the first file reading it, over every module that runs in production."""
+    found: dict[str, str] = {}
+    skip = {".venv", "var", "bench", "e2e", "tests", "migrations", "node_modules", ".git"}
+    for path in sorted(REPO.rglob("*.py")):
+        relative = path.relative_to(REPO)
+        if skip & set(relative.parts) or relative.name in {"conftest.py", "testenv.py"}:
+            continue
+        for match in _ENV_READ.finditer(path.read_text(errors="replace")):
+            name = match.group(1) or match.group(2)
+            found.setdefault(name, str(relative))
+            if "envsecret(" in match.group(0):
+                found.setdefault(f"{name}_FILE", str(relative))
+    return found
+
+
+def test_the_readme_lists_every_variable_the_code_reads() -> None:
+    readme = (REPO / "README.md").read_text()
+    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", readme))
+    missing = {
+        name: where
+        for name, where in _variables_the_code_reads().items()
+        if name not in documented and name not in _NOT_SETTINGS
+    }
+    assert not missing, f"README.md does not list these variables (name: where it is read): {missing}"
