@@ -20,9 +20,6 @@ if TYPE_CHECKING:
     from containers.models import VpnServer
     from users.models import VpnUser
 
-# ss-manager's method when the server's environment names none (scripts/vpn-images/shadowsocks.sh).
-DEFAULT_SS_METHOD = "chacha20-ietf-poly1305"
-
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -112,8 +109,10 @@ def server_endpoint(server: VpnServer) -> Endpoint | Unavailable:
 
 
 def ss_method(server: VpnServer) -> str:
-    environment = server.environment if isinstance(server.environment, dict) else {}
-    return str(environment.get("SS_METHOD") or DEFAULT_SS_METHOD)
+    """The server's method, as its driver configures ss-manager with it (one source of truth)."""
+    from containers.kinds.shadowsocks import method_of
+
+    return method_of(server)
 
 
 def readiness(user: VpnUser, server: VpnServer | None = None) -> Endpoint | Unavailable:
