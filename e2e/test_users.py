@@ -53,10 +53,10 @@ def test_an_operator_deletes_two_selected_rows_after_confirming(logged_in_page: 
     assert page.locator("tr[data-user=gone0001] .row-select").is_checked()
     with page.expect_navigation():
         page.click("#bulk-apply")
-    page.wait_for_selector("#confirm-delete")
-    assert "Delete 2 users?" in page.locator("h1").inner_text()
+    page.wait_for_selector("#bulk-confirm")
+    assert "Delete 2 VPN users?" in page.locator("h1").inner_text()
     with page.expect_navigation():
-        page.click("#confirm-delete")
+        page.click("#bulk-confirm")
     page.wait_for_selector(".messages")
     assert "Deleted 2 users." in page.locator(".messages").inner_text()
     assert sorted(VpnUser.objects.values_list("username", flat=True)) == ["gone0000", "gone0003"]

@@ -12,6 +12,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -21,7 +22,9 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from users import services
+from users.bulk import BULK_ACTIONS, BulkAction, bulk_step
 from users.models import Status, VpnUser, status_expression, status_q
+from users.schema import FORM_FIELDS
 from users.selectors import UNINDEXED_SORTABLE, CountInfo, SearchRefused, apply_search, count_users, unindexed_order
 from users.validation import CLEANERS
 
@@ -74,19 +77,8 @@ class StatusFilter(admin.SimpleListFilter):
         return queryset
 
 
-EDITABLE = [
-    "username",
-    "email",
-    "protocol",
-    "is_active",
-    "data_limit",
-    "used_traffic",
-    "reset_strategy",
-    "expire_at",
-    "on_hold_days",
-    "server",
-    "note",
-]
+# What an operator types for one user: the same fields a new user's row may give.
+EDITABLE = list(FORM_FIELDS)
 
 
 class VpnUserAdminForm(forms.ModelForm):
@@ -101,6 +93,11 @@ class VpnUserAdminForm(forms.ModelForm):
         data = super().clean()
         if data.get("expire_at") and data.get("on_hold_days"):
             self.add_error("on_hold_days", "Set either an expiry date or days from first use, not both.")
+        server, protocol = data.get("server"), data.get("protocol")
+        if server and protocol and server.protocol != protocol:
+            self.add_error(
+                "server", f"Server {server.name!r} serves {server.protocol} users; this user uses {protocol}."
+            )
         # The services' own checks, so a save never fails after the form said yes.
         for name, value in list(data.items()):
             if name in CLEANERS and name not in self.errors:
@@ -109,6 +106,15 @@ class VpnUserAdminForm(forms.ModelForm):
                 except ValueError as exc:
                     self.add_error(name, f"{name.replace('_', ' ').capitalize()} {exc}.")
         return data
+
+
+def _admin_action(action: BulkAction) -> Any:
+    def run(modeladmin: VpnUserAdmin, request: HttpRequest, queryset: QuerySet[VpnUser]) -> HttpResponse | None:
+        return modeladmin.run_bulk(request, queryset, action)
+
+    run.__name__ = action.name
+    label = action.label if action.asks_first else f"{action.label} selected users"
+    return admin.action(description=label, permissions=[action.permission])(run)
 
 
 @admin.register(VpnUser)
@@ -127,7 +133,8 @@ class VpnUserAdmin(admin.ModelAdmin):
     sortable_by = ["username", "used", "status_badge"]
     ordering = ["-id"]
     readonly_fields = ["created_at", "updated_at", "last_online_at"]
-    actions = ["enable_users", "disable_users", "extend_30_days", "add_10_gb", "reset_traffic", "delete_users"]
+    # The page's bulk actions (users.bulk), each an admin action of the same name.
+    actions = [_admin_action(action) for action in BULK_ACTIONS.values()]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[VpnUser]:
         # The status column is computed by PostgreSQL with the page's rows (one query),
@@ -183,77 +190,45 @@ class VpnUserAdmin(admin.ModelAdmin):
         """Through the services: credentials generated, one audit entry, cache invalidated."""
         values = {name: form.cleaned_data.get(name) for name in EDITABLE if name in form.cleaned_data}
         server = values.pop("server", None)
-        values_for_update = {k: v for k, v in values.items() if k != "username"}
-        values = {k: v for k, v in values.items() if k != "used_traffic" or v is not None}
+        values["server_id"] = server.pk if server else None
+        actor = request.user  # staff: the admin lets no one else in
         if change:
+            values.pop("username", None)
             if obj.protocol == form.initial.get("protocol"):
-                values_for_update.pop("protocol")
-            values_for_update["server_id"] = server.pk if server else None
-            result = services.users_update_batch(actor=request.user, changes={obj.pk: values_for_update})
+                values.pop("protocol")  # same protocol: keep the credentials
+            result = services.users_update_batch(actor=actor, changes={obj.pk: values})  # type: ignore[arg-type]
         else:
-            result = services.users_create_batch(actor=request.user, rows=[values])
+            values = {k: v for k, v in values.items() if k != "used_traffic" or v is not None}
+            result = services.users_create_batch(actor=actor, rows=[values])  # type: ignore[arg-type]
             if result.ok:
                 obj.pk = result.ids[0]
-                if server:
-                    services.users_update_batch(actor=request.user, changes={obj.pk: {"server_id": server.pk}})
         if not result.ok:
             # Only a concurrent write can get here (the form ran the same checks).
             self.message_user(request, "; ".join(str(error) for error in result.errors), messages.ERROR)
 
-    def _selection(self, request: HttpRequest, queryset: QuerySet[VpnUser]) -> str:
-        return "admin: all matching the filter" if request.POST.get("select_across") == "1" else "admin: selected"
-
-    @admin.action(description="Enable selected users", permissions=["change"])
-    def enable_users(self, request: HttpRequest, queryset: QuerySet[VpnUser]) -> None:
-        count = services.users_set_active(
-            actor=request.user, users=queryset, active=True, selection=self._selection(request, queryset)
-        )
-        self.message_user(request, f"Enabled {count:,} users.", messages.SUCCESS)
-
-    @admin.action(description="Disable selected users", permissions=["change"])
-    def disable_users(self, request: HttpRequest, queryset: QuerySet[VpnUser]) -> None:
-        count = services.users_set_active(
-            actor=request.user, users=queryset, active=False, selection=self._selection(request, queryset)
-        )
-        self.message_user(request, f"Disabled {count:,} users.", messages.SUCCESS)
-
-    @admin.action(description="Extend expiry by 30 days", permissions=["change"])
-    def extend_30_days(self, request: HttpRequest, queryset: QuerySet[VpnUser]) -> None:
-        count = services.users_extend_expiry(
-            actor=request.user, users=queryset, days=30, selection=self._selection(request, queryset)
-        )
-        self.message_user(request, f"Extended the expiry of {count:,} users by 30 days.", messages.SUCCESS)
-
-    @admin.action(description="Add 10 GB to the data limit", permissions=["change"])
-    def add_10_gb(self, request: HttpRequest, queryset: QuerySet[VpnUser]) -> None:
-        count = services.users_add_data(
-            actor=request.user, users=queryset, amount=10 * 10**9, selection=self._selection(request, queryset)
-        )
-        self.message_user(request, f"Added 10 GB to the limit of {count:,} users.", messages.SUCCESS)
-
-    @admin.action(description="Reset used traffic", permissions=["change"])
-    def reset_traffic(self, request: HttpRequest, queryset: QuerySet[VpnUser]) -> None:
-        count = services.users_reset_traffic(
-            actor=request.user, users=queryset, selection=self._selection(request, queryset)
-        )
-        self.message_user(request, f"Reset the traffic of {count:,} users.", messages.SUCCESS)
-
-    @admin.action(description="Delete selected users", permissions=["delete"])
-    def delete_users(self, request: HttpRequest, queryset: QuerySet[VpnUser]) -> HttpResponse | None:
-        if request.POST.get("post") != "yes":
+    def run_bulk(self, request: HttpRequest, queryset: QuerySet[VpnUser], action: BulkAction) -> HttpResponse | None:
+        """The page's bulk sequence (users.bulk.bulk_step) inside the admin's action protocol."""
+        across = request.POST.get("select_across") == "1"
+        label = "admin: all matching the filter" if across else "admin: selected"
+        step = bulk_step(action, request.POST, queryset, actor=request.user, selection=label)  # type: ignore[arg-type]  # staff only
+        if step.ask:
             context = {
                 **self.admin_site.each_context(request),
-                "title": "Delete VPN users?",
-                "count": queryset.order_by().count(),
+                "title": step.question if action.question else f"Edit {step.count:,} VPN users",
+                "step": step,
+                "label": label,
                 "opts": self.model._meta,
-                "post_items": [
+                "carried": [
                     (name, value)
                     for name, values in request.POST.lists()
-                    if name not in ("csrfmiddlewaretoken", "post")
+                    if name in ("action", "select_across", "index", ACTION_CHECKBOX_NAME)
                     for value in values
                 ],
             }
-            return TemplateResponse(request, "admin/users/vpnuser/delete_bulk_confirmation.html", context)
-        count = services.users_delete(actor=request.user, users=queryset, selection=self._selection(request, queryset))
-        self.message_user(request, f"Deleted {count:,} users.", messages.SUCCESS)
+            status = 400 if step.form is not None and step.form.is_bound else 200
+            return TemplateResponse(request, "admin/users/vpnuser/bulk_confirmation.html", context, status=status)
+        if step.error:
+            self.message_user(request, step.error, messages.ERROR)
+        else:
+            self.message_user(request, step.message, messages.SUCCESS)
         return None

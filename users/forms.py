@@ -1,4 +1,4 @@
-"""Forms for the users pages: the list filter, one user, the bulk action, the CSV upload."""
+"""Forms for the users pages: the list filter, one user, the bulk selection and edit, the CSV upload."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from django.http import QueryDict
 
 from users.models import MAX_NOTE_LENGTH, MAX_ON_HOLD_DAYS, Protocol, ResetStrategy, Status
 from users.selectors import DEFAULT_ORDERING, MAX_SEARCH_LENGTH, ORDERINGS, UserFilter
-from users.validation import clean_bytes
+from users.services import BulkEdit
+from users.validation import MAX_ID, clean_bytes
 
 FILTER_FIELDS = (
     "q",
@@ -31,12 +32,18 @@ FILTER_FIELDS = (
 class SizeField(forms.CharField):
     """Bytes, typed as '10GB', '1.5 GiB' or a plain number of bytes."""
 
-    def to_python(self, value: Any) -> int | None:  # type: ignore[override]
+    def to_python(self, value: Any) -> int | None:  # type: ignore[override]  # a number, not the text
         text = super().to_python(value)
+        if self.max_length is not None and len(text) > self.max_length:
+            raise forms.ValidationError(f"Size is longer than {self.max_length} characters.")
         try:
             return clean_bytes(text, allow_none=True)
         except ValueError as exc:
             raise forms.ValidationError(f"Size {exc}.") from None
+
+    def run_validators(self, value: Any) -> None:
+        # CharField's length validators would take len() of the number; the text was checked above.
+        return None
 
 
 class NoNullCharField(forms.CharField):
@@ -116,33 +123,35 @@ class UserForm(forms.Form):
         required=False, min_value=1, max_value=MAX_ON_HOLD_DAYS, label="Or: days from first use"
     )
     is_active = forms.BooleanField(required=False, initial=True, label="Enabled")
+    server = forms.ChoiceField(required=False, label="Server", help_text="Must serve the user's protocol.")
     note = forms.CharField(required=False, max_length=MAX_NOTE_LENGTH, widget=forms.Textarea(attrs={"rows": 3}))
 
+    def __init__(self, *args: Any, servers: list[tuple[int, str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["server"].choices = [("", "no server"), *[(str(pk), f"{n} ({p})") for pk, n, p in servers]]
+
     def values(self) -> dict[str, Any]:
-        return dict(self.cleaned_data)
+        """The services' keys: the server by id."""
+        values = dict(self.cleaned_data)
+        server = values.pop("server", "")
+        values["server_id"] = int(server) if server else None
+        return values
 
 
-BULK_ACTIONS = {
-    "activate": "Enable",
-    "disable": "Disable",
-    "extend": "Extend expiry",
-    "add_data": "Add data",
-    "reset": "Reset traffic",
-    "delete": "Delete",
-}
+class BulkSelectionForm(forms.Form):
+    """Which users a bulk action is for: ticked rows, or every user matching the posted filter."""
 
-
-class BulkActionForm(forms.Form):
-    action = forms.ChoiceField(choices=list(BULK_ACTIONS.items()))
+    action = forms.ChoiceField()
     # The selected ids travel in ONE field ("1,2,3"), so a page of any size stays far
     # below DATA_UPLOAD_MAX_NUMBER_FIELDS; "all matching" sends the filter instead.
     ids = forms.CharField(required=False, widget=forms.HiddenInput)
     select_all = forms.BooleanField(required=False)
-    days = forms.IntegerField(required=False, min_value=1, max_value=MAX_ON_HOLD_DAYS)
-    amount = SizeField(required=False, max_length=32)
-    confirmed = forms.BooleanField(required=False)
 
     MAX_IDS = 10_000
+
+    def __init__(self, *args: Any, actions: list[tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["action"].choices = actions
 
     def clean_ids(self) -> list[int]:
         raw = self.cleaned_data["ids"].strip()
@@ -152,20 +161,97 @@ class BulkActionForm(forms.Form):
         if len(parts) > self.MAX_IDS:
             raise forms.ValidationError(f"Select at most {self.MAX_IDS:,} rows, or use “all matching”.")
         try:
-            return sorted({int(part) for part in parts})
+            ids = {int(part) for part in parts}
         except ValueError:
             raise forms.ValidationError("The selection is not a list of user ids.") from None
+        if not all(1 <= pk <= MAX_ID for pk in ids):
+            raise forms.ValidationError("The selection is not a list of user ids.")
+        return sorted(ids)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        action = data.get("action")
         if not data.get("select_all") and not data.get("ids") and "ids" not in self.errors:
             raise forms.ValidationError("Select at least one user.")
-        if action == "extend" and not data.get("days"):
-            self.add_error("days", "Say how many days to extend by (1-3650).")
-        if action == "add_data" and not data.get("amount"):
-            self.add_error("amount", "Say how much data to add, e.g. 10GB.")
         return data
+
+
+KEEP = ""
+
+
+class BulkEditForm(forms.Form):
+    """NetBox's bulk edit: every field starts as "leave as it is"; what is filled is set on all.
+
+    Shared by the list page and the admin. Nullable fields have a "clear" box (no
+    server is a choice of its own). The services validate again and check what a form
+    cannot: the server's protocol against every selected user.
+    """
+
+    server = forms.ChoiceField(required=False, label="Server")
+    data_limit = SizeField(required=False, max_length=32, label="Data limit", help_text="e.g. 50GB")
+    data_unlimited = forms.BooleanField(required=False, label="Unlimited data")
+    add_data = SizeField(required=False, max_length=32, label="Or: add to the data limit", help_text="e.g. 10GB")
+    expire_at = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), label="Expires on")
+    expire_never = forms.BooleanField(required=False, label="Never expires")
+    add_days = forms.IntegerField(required=False, min_value=1, max_value=MAX_ON_HOLD_DAYS, label="Or: days to add")
+    reset_strategy = forms.ChoiceField(
+        required=False, choices=[(KEEP, "leave as it is"), *ResetStrategy.choices], label="Traffic reset"
+    )
+    note = forms.CharField(required=False, max_length=MAX_NOTE_LENGTH, widget=forms.Textarea(attrs={"rows": 2}))
+    note_clear = forms.BooleanField(required=False, label="Clear the note")
+
+    # Its fields travel beside the list's filter fields (which has a "server" of its own).
+    prefix = "edit"
+
+    def __init__(self, *args: Any, servers: list[tuple[int, str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["server"].choices = [
+            (KEEP, "leave as it is"),
+            ("none", "no server"),
+            *[(str(pk), f"{name} ({protocol})") for pk, name, protocol in servers],
+        ]
+
+    def clean_add_data(self) -> int | None:
+        amount = self.cleaned_data["add_data"]
+        if amount == 0:
+            raise forms.ValidationError("Add at least 1 byte.")
+        return amount
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        pairs = (
+            ("data_limit", "data_unlimited", "a data limit or unlimited"),
+            ("expire_at", "expire_never", "an expiry date or never"),
+            ("note", "note_clear", "a note or clear it"),
+        )
+        for value_name, clear_name, words in pairs:
+            if data.get(value_name) not in (None, "") and data.get(clear_name):
+                self.add_error(value_name, f"Choose {words}, not both.")
+        if (data.get("data_limit") is not None or data.get("data_unlimited")) and data.get("add_data"):
+            self.add_error("add_data", "Set a data limit or an amount to add, not both.")
+        if (data.get("expire_at") or data.get("expire_never")) and data.get("add_days"):
+            self.add_error("add_days", "Set an expiry date or days to add, not both.")
+        if not self.errors and not self._chosen(data):
+            raise forms.ValidationError("Choose at least one field to change.")
+        return data
+
+    @staticmethod
+    def _chosen(data: dict[str, Any]) -> bool:
+        return any(value is not None and value != "" and value is not False for value in data.values())
+
+    def to_edit(self) -> BulkEdit:
+        data = self.cleaned_data
+        values: dict[str, Any] = {}
+        if data["server"] != KEEP:
+            values["server_id"] = None if data["server"] == "none" else int(data["server"])
+        if data["data_unlimited"] or data["data_limit"] is not None:
+            values["data_limit"] = None if data["data_unlimited"] else data["data_limit"]
+        if data["expire_never"] or data["expire_at"]:
+            values["expire_at"] = None if data["expire_never"] else data["expire_at"]
+        if data["reset_strategy"] != KEEP:
+            values["reset_strategy"] = data["reset_strategy"]
+        if data["note_clear"] or data["note"]:
+            values["note"] = "" if data["note_clear"] else data["note"]
+        return BulkEdit(values=values, add_days=data["add_days"], add_bytes=data["add_data"])
 
 
 class ImportForm(forms.Form):

@@ -34,6 +34,9 @@ from django.utils import timezone
 
 from perf.cache import tagged_cache
 from users.models import Protocol, Status, VpnUser, status_expression, status_q
+from users.schema import EXPORT_COLUMNS, EXPORT_READS, LIST_READS
+
+__all__ = ["EXPORT_COLUMNS"]  # re-exported: the export's header, read by csv_io and the commands
 
 PAGE_SIZE = 50
 # Page numbers are reached by OFFSET only this deep; further with Next/Last (keyset).
@@ -51,18 +54,6 @@ MIN_SUBSTRING = 3
 QUERY_TIMEOUT_MS = 5_000
 MAX_SEARCH_LENGTH = 200
 CACHE_TIMEOUT = 30
-LIST_COLUMNS = (
-    "id",
-    "username",
-    "email",
-    "protocol",
-    "is_active",
-    "data_limit",
-    "used_traffic",
-    "expire_at",
-    "on_hold_days",
-    "last_online_at",
-)
 
 
 @dataclass(frozen=True)
@@ -168,9 +159,7 @@ class UpperLike(Lookup):
     def as_sql(self, compiler: Any, conn: Any) -> tuple[str, list[Any]]:
         lhs, lhs_params = self.process_lhs(compiler, conn)
         rhs, rhs_params = self.process_rhs(compiler, conn)
-        if conn.vendor == "postgresql":
-            return f"UPPER({lhs}::text) LIKE UPPER({rhs})", [*lhs_params, *rhs_params]
-        return f"UPPER({lhs}) LIKE UPPER({rhs}) ESCAPE '\\'", [*lhs_params, *rhs_params]
+        return f"UPPER({lhs}::text) LIKE UPPER({rhs})", [*lhs_params, *rhs_params]
 
 
 def wildcard_pattern(value: str) -> str:
@@ -207,13 +196,13 @@ def apply_search(qs: QuerySet[VpnUser], q: str) -> tuple[QuerySet[VpnUser], str 
     if len(q) < MIN_SUBSTRING:
         note = f"Searches shorter than {MIN_SUBSTRING} characters match a username exactly."
         return qs.filter(username=q.lower()), note, False
-    condition = Q(username__icontains=q) | Q(email__icontains=q)
-    if connection.vendor == "postgresql":
-        condition |= Q(_fts('"users_vpnuser"."search_vector" @@ {query}', q, BooleanField()))
-        rank = _fts('ts_rank("users_vpnuser"."search_vector", {query})', q, FloatField())
-        return qs.filter(condition).annotate(rank=rank), None, True
-    # SQLite: no full-text index; plain matching over the note too.
-    return qs.filter(condition | Q(note__icontains=q)), None, False
+    condition = (
+        Q(username__icontains=q)
+        | Q(email__icontains=q)
+        | Q(_fts('"users_vpnuser"."search_vector" @@ {query}', q, BooleanField()))
+    )
+    rank = _fts('ts_rank("users_vpnuser"."search_vector", {query})', q, FloatField())
+    return qs.filter(condition).annotate(rank=rank), None, True
 
 
 def filtered_users(
@@ -274,13 +263,42 @@ def selection_queryset(flt: UserFilter) -> QuerySet[VpnUser]:
     return qs
 
 
+def selection_stamp(users: QuerySet[VpnUser]) -> str:
+    """How many users a selection holds, and which (the sum of their keys), in one aggregate.
+
+    A confirmation page shows the count and carries the stamp; the write compares it
+    again, so users who joined or left "all matching" in between are not touched unseen.
+    """
+    totals = users.order_by().aggregate(n=Count("pk"), keys=Sum("pk"))
+    return f"{totals['n']}:{totals['keys'] or 0}"
+
+
+def servers_by_name() -> dict[str, list[tuple[int, str]]]:
+    """{server name: [(id, protocol), …]} for naming servers in CSV (a name may repeat across hosts)."""
+    server_model = VpnUser._meta.get_field("server").related_model
+    found: dict[str, list[tuple[int, str]]] = {}
+    for pk, name, host, protocol in server_model.objects.values_list("pk", "name", "host__name", "protocol"):
+        found.setdefault(name, []).append((pk, protocol))
+        found.setdefault(f"{host}/{name}", []).append((pk, protocol))
+    return found
+
+
+def server_options() -> list[tuple[int, str, str]]:
+    """(id, name, protocol) of every server, for the server choice of the forms and the bulk edit."""
+    server_model = VpnUser._meta.get_field("server").related_model
+
+    def compute() -> list[tuple[int, str, str]]:
+        rows = server_model.objects.order_by("name", "pk").values_list("pk", "name", "protocol")[:2000]
+        return [(pk, str(name), str(protocol)) for pk, name, protocol in rows]
+
+    return _cached("server-options", compute, tags=["servers"], timeout=300)
+
+
 # --- counting ---------------------------------------------------------------------
 
 
 def estimated_table_rows() -> int | None:
-    """The planner's row count for the table (<1 ms), or None when unknown."""
-    if connection.vendor != "postgresql":
-        return None
+    """The planner's row count for the table (<1 ms), or None before the first ANALYZE."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = 'users_vpnuser'::regclass")
         row = cursor.fetchone()
@@ -305,7 +323,7 @@ def count_users(qs: QuerySet[VpnUser], *, filtered: bool) -> CountInfo:
             return CountInfo(estimate, exact=False)
         return CountInfo(qs.order_by().count(), exact=True)
     capped = qs.order_by().values("pk")[: COUNT_CAP + 1].count()
-    if capped <= COUNT_CAP or connection.vendor != "postgresql":
+    if capped <= COUNT_CAP:
         return CountInfo(capped, exact=capped <= COUNT_CAP)
     return CountInfo(max(_planner_estimate(qs), COUNT_CAP + 1), exact=False)
 
@@ -363,7 +381,7 @@ def bounded_time() -> Iterator[None]:
     from the start of the order): the operator gets a message instead of a worker held
     until gunicorn kills it.
     """
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
+    if connection.in_atomic_block:
         yield
         return
     try:
@@ -422,9 +440,9 @@ def _compute_page(
     page: int | None,
     auto_rank: bool = False,
 ) -> UserPage:
+    """Count, choose the order, then read one page by number (OFFSET) or by cursor (keyset)."""
     notes: list[str] = []
-    columns: list[str] = [*LIST_COLUMNS, "server__name"]
-    rows_qs = qs.annotate(status=status_expression(now))
+    rows_qs = qs.annotate(status=status_expression(now)).values(*LIST_READS, "status")
     count = count_users(qs, filtered=not flt.is_empty)
     if auto_rank:
         if count.exact and count.value <= RANK_LIMIT:
@@ -433,49 +451,68 @@ def _compute_page(
             # Ranking means scoring and sorting every match; newest first reads 50 rows.
             notes.append(f"More than {RANK_LIMIT:,} matches: newest first. Choose “best match” to rank them.")
     spec = ORDERINGS[ordering]
-    total_pages = max(1, math.ceil(count.value / PAGE_SIZE))
     if not spec.keyset or page:
-        number = page or 1
-        if (number - 1) * PAGE_SIZE > MAX_OFFSET:
-            notes.append(
-                f"Page numbers go up to {MAX_OFFSET // PAGE_SIZE + 1}; use Next and Last, or narrow the filter."
-            )
-            number = 1
-        elif number > total_pages and count.exact:
-            notes.append(f"There is no page {number}; showing page 1.")
-            number = 1
-        start = (number - 1) * PAGE_SIZE
-        window = list(rows_qs.order_by(*spec.fields).values(*columns, "status")[start : start + PAGE_SIZE + 1])
-        rows = window[:PAGE_SIZE]
-        has_next = len(window) > PAGE_SIZE and number * PAGE_SIZE <= MAX_OFFSET
-        result = UserPage(rows, count, ordering, number, has_next, number > 1, notes=notes)
-        if has_next:
-            result.next_params = {"page": str(number + 1)}
-        if number > 1:
-            result.previous_params = {"page": str(number - 1)}
-        return _finish(result, spec)
-    cursor_token = after or before
+        result = _numbered_page(rows_qs, count, ordering, page or 1, notes)
+    else:
+        text_search = bool(flt.q or flt.username or flt.email)
+        result = _keyset_page(rows_qs, count, ordering, after, before, last, notes, text_search=text_search)
+    for row in result.rows:
+        row.pop("rank", None)
+    return result
+
+
+def _numbered_page(rows_qs: QuerySet[Any], count: CountInfo, ordering: str, number: int, notes: list[str]) -> UserPage:
+    """Page `number` by OFFSET, as deep as MAX_OFFSET (computed orders have no cursor)."""
+    total_pages = max(1, math.ceil(count.value / PAGE_SIZE))
+    if (number - 1) * PAGE_SIZE > MAX_OFFSET:
+        notes.append(f"Page numbers go up to {MAX_OFFSET // PAGE_SIZE + 1}; use Next and Last, or narrow the filter.")
+        number = 1
+    elif number > total_pages and count.exact:
+        notes.append(f"There is no page {number}; showing page 1.")
+        number = 1
+    start = (number - 1) * PAGE_SIZE
+    window = list(rows_qs.order_by(*ORDERINGS[ordering].fields)[start : start + PAGE_SIZE + 1])
+    has_next = len(window) > PAGE_SIZE and number * PAGE_SIZE <= MAX_OFFSET
+    result = UserPage(window[:PAGE_SIZE], count, ordering, number, has_next, number > 1, notes=notes)
+    if has_next:
+        result.next_params = {"page": str(number + 1)}
+    if number > 1:
+        result.previous_params = {"page": str(number - 1)}
+    return result
+
+
+def _keyset_page(
+    rows_qs: QuerySet[Any],
+    count: CountInfo,
+    ordering: str,
+    after: str,
+    before: str,
+    last: bool,
+    notes: list[str],
+    *,
+    text_search: bool,
+) -> UserPage:
+    """The page after or before a cursor (or the last page): one index range scan at any depth."""
+    spec = ORDERINGS[ordering]
     values: list[Any] | None = None
-    if cursor_token:
+    if after or before:
         try:
-            values = decode_cursor(cursor_token, spec)
+            values = decode_cursor(after or before, spec)
         except ValueError:
             notes.append("That page link is not valid for this list; showing the first page.")
     backwards = last or (values is not None and bool(before))
     order = _reverse(spec.fields) if backwards else list(spec.fields)
     if values is not None:
         rows_qs = rows_qs.filter(_keyset_condition(spec, values, after=not backwards))
-    text_search = bool(flt.q or flt.username or flt.email)
-    window = _keyset_rows(rows_qs.values(*columns, "status"), order, text_search=text_search, few_matches=count.exact)
+    window = _keyset_rows(rows_qs, order, text_search=text_search, few_matches=count.exact)
     more = len(window) > PAGE_SIZE
     rows = window[:PAGE_SIZE]
     if backwards:
         rows.reverse()
-        has_previous, has_next = more, bool(values) or False
-        if last:
-            has_next = False
+        has_previous, has_next = more, values is not None and not last
     else:
         has_next, has_previous = more, values is not None
+    total_pages = max(1, math.ceil(count.value / PAGE_SIZE))
     number = total_pages if last else (1 if values is None else None)
     result = UserPage(rows, count, ordering, number, has_next, has_previous, notes=notes)
     if rows:
@@ -483,7 +520,7 @@ def _compute_page(
             result.next_params = {"after": encode_cursor(_row_values(rows[-1], spec))}
         if has_previous:
             result.previous_params = {"before": encode_cursor(_row_values(rows[0], spec))}
-    return _finish(result, spec)
+    return result
 
 
 UNINDEXED_SORTABLE = frozenset({"id", "username", "used_traffic"})
@@ -510,12 +547,6 @@ def _keyset_rows(qs: QuerySet[Any], order: list[str], *, text_search: bool, few_
     if text_search and few_matches:
         return list(qs.order_by(*[unindexed_order(name) for name in order])[:limit])
     return list(qs.order_by(*order)[:limit])
-
-
-def _finish(result: UserPage, spec: Ordering) -> UserPage:
-    for row in result.rows:
-        row.pop("rank", None)
-    return result
 
 
 # --- one user, statistics, export ----------------------------------------------------
@@ -568,28 +599,11 @@ def users_stats() -> dict[str, Any]:
     return _cached("stats", _compute_stats, tags=["users", "stats"], timeout=60)
 
 
-EXPORT_COLUMNS = (
-    "username",
-    "email",
-    "protocol",
-    "status",
-    "is_active",
-    "data_limit",
-    "used_traffic",
-    "reset_strategy",
-    "expire_at",
-    "on_hold_days",
-    "note",
-    "created_at",
-    "last_online_at",
-)
-
-
 def export_rows(flt: UserFilter, *, chunk_size: int = 2_000) -> Iterator[tuple[Any, ...]]:
     """Rows for CSV, streamed through a server-side cursor; never the credentials."""
     qs, _, _ = filtered_users(flt)
     qs = qs.annotate(status=status_expression(timezone.now())).order_by("id")
-    yield from qs.values_list(*EXPORT_COLUMNS).iterator(chunk_size=chunk_size)
+    yield from qs.values_list(*EXPORT_READS).iterator(chunk_size=chunk_size)
 
 
 def warm_hot_reads(progress: Callable[[str], None]) -> int:

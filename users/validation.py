@@ -42,6 +42,9 @@ _TRUE = {"1", "true", "yes", "y", "on", "active"}
 _FALSE = {"0", "false", "no", "n", "off", "disabled"}
 EARLIEST_EXPIRY = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
 LATEST_EXPIRY = datetime.datetime(2200, 1, 1, tzinfo=datetime.UTC)
+# The largest key PostgreSQL's bigint holds: a larger "id" is a forged one, refused
+# before it reaches a query (where it would be a DataError, i.e. a 500).
+MAX_ID = 2**63 - 1
 
 
 def _text(value: Any) -> str:
@@ -206,7 +209,7 @@ def clean_server_id(value: Any) -> int | None:
         number = int(value)
     except (TypeError, ValueError):
         raise ValueError("must be a server id") from None
-    if number < 1:
+    if not 1 <= number <= MAX_ID:
         raise ValueError("must be a server id")
     return number
 

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.http import Http404, HttpResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -16,11 +17,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from users import services
+from users.bulk import BULK_ACTIONS, bulk_step
 from users.csv_io import csv_lines, parse_users_csv
 from users.forms import (
-    BULK_ACTIONS,
     FILTER_FIELDS,
-    BulkActionForm,
+    BulkSelectionForm,
     ImportForm,
     UserForm,
     parse_filter,
@@ -36,6 +37,7 @@ from users.selectors import (
     filtered_users,
     selection_queryset,
     server_choices,
+    server_options,
     user_credentials,
     user_detail,
     users_page,
@@ -98,7 +100,11 @@ def user_list(request: AuthedHttpRequest) -> HttpResponse:
         "next_query": urlencode({**base, **page.next_params}) if page and page.has_next else "",
         "previous_query": urlencode({**base, **page.previous_params}) if page and page.has_previous else "",
         "last_query": urlencode({**base, "last": "1"}) if page and ORDERINGS[page.ordering].keyset else "",
-        "bulk_actions": BULK_ACTIONS,
+        "bulk_actions": [
+            (name, action.label)
+            for name, action in BULK_ACTIONS.items()
+            if request.user.has_perm(f"users.{action.permission}_vpnuser")
+        ],
         "filter_items": sorted(_filter_query(request.GET).items()) if not ordering_note else sorted(base.items()),
         "status_choices": Status.choices,
         "protocol_choices": Protocol.choices,
@@ -126,63 +132,45 @@ def user_stats(request: AuthedHttpRequest) -> HttpResponse:
 @require_POST
 @permission_required(VIEW, raise_exception=True)
 def user_bulk(request: AuthedHttpRequest) -> HttpResponse:
-    """One action over the selected rows or over every user matching the posted filter."""
-    form = BulkActionForm(request.POST)
+    """One bulk action (users.bulk) over the ticked rows or every user matching the posted filter."""
+    form = BulkSelectionForm(request.POST, actions=[(name, action.label) for name, action in BULK_ACTIONS.items()])
     if not form.is_valid():
         for errors in form.errors.values():
             for error in errors:
                 messages.error(request, error)
         return redirect(_list_url(request.POST))
-    action = form.cleaned_data["action"]
-    needed = DELETE if action == "delete" else CHANGE
-    if not request.user.has_perm(needed):
+    action = BULK_ACTIONS[form.cleaned_data["action"]]
+    if not request.user.has_perm(f"users.{action.permission}_vpnuser"):
         raise PermissionDenied
-    if form.cleaned_data["select_all"]:
-        flt, errors = parse_filter(request.POST)
-        if errors:
-            for error in errors:
-                messages.error(request, error)
-            return redirect(_list_url(request.POST))
-        try:
-            selection = selection_queryset(flt)
-        except SearchRefused as exc:
-            messages.error(request, str(exc))
-            return redirect(_list_url(request.POST))
-        label = flt.describe()
+    try:
+        users, label = _bulk_selection(request.POST, form.cleaned_data)
+    except SearchRefused as exc:
+        messages.error(request, str(exc))
+        return redirect(_list_url(request.POST))
+    step = bulk_step(action, request.POST, users, actor=request.user, selection=label)
+    if step.ask:
+        carried = {**_filter_query(request.POST), "action": action.name, "ids": request.POST.get("ids", "")}
+        if form.cleaned_data["select_all"]:
+            carried["select_all"] = "on"
+        context = {"step": step, "carried": carried, "label": label, "back": _list_url(request.POST)}
+        status = 400 if step.form is not None and step.form.is_bound else 200
+        return render(request, "users/bulk_confirm.html", context, status=status)
+    if step.error:
+        messages.error(request, step.error)
     else:
-        ids = form.cleaned_data["ids"]
-        selection = VpnUser.objects.filter(pk__in=ids)
-        label = f"{len(ids)} selected"
-    if action == "delete" and not form.cleaned_data["confirmed"]:
-        count = selection.order_by().count()
-        return render(
-            request,
-            "users/confirm_delete.html",
-            {"count": count, "post": request.POST, "back": _list_url(request.POST)},
-        )
-    actor = request.user
-    if action == "activate":
-        count = services.users_set_active(actor=actor, users=selection, active=True, selection=label)
-        text = f"Enabled {count:,} users."
-    elif action == "disable":
-        count = services.users_set_active(actor=actor, users=selection, active=False, selection=label)
-        text = f"Disabled {count:,} users."
-    elif action == "extend":
-        days = form.cleaned_data["days"]
-        count = services.users_extend_expiry(actor=actor, users=selection, days=days, selection=label)
-        text = f"Extended the expiry of {count:,} users by {days} days (users without an expiry keep none)."
-    elif action == "add_data":
-        amount = form.cleaned_data["amount"]
-        count = services.users_add_data(actor=actor, users=selection, amount=amount, selection=label)
-        text = f"Added {amount:,} bytes to the limit of {count:,} users (unlimited users stay unlimited)."
-    elif action == "reset":
-        count = services.users_reset_traffic(actor=actor, users=selection, selection=label)
-        text = f"Reset the traffic of {count:,} users."
-    else:
-        count = services.users_delete(actor=actor, users=selection, selection=label)
-        text = f"Deleted {count:,} users."
-    messages.success(request, text)
+        messages.success(request, step.message)
     return redirect(_list_url(request.POST))
+
+
+def _bulk_selection(data: QueryDict, cleaned: dict[str, Any]) -> tuple[QuerySet[VpnUser], str]:
+    """The users a bulk action is for and how the audit entry names them; SearchRefused for a bad filter."""
+    if cleaned["select_all"]:
+        flt, errors = parse_filter(data)
+        if errors:
+            raise SearchRefused(" ".join(errors))
+        return selection_queryset(flt), flt.describe()
+    ids = cleaned["ids"]
+    return VpnUser.objects.filter(pk__in=ids), f"{len(ids)} selected"
 
 
 def _list_url(data: QueryDict) -> str:
@@ -196,16 +184,12 @@ def _apply_service_errors(form: UserForm, errors: list[services.RowError]) -> No
         form.add_error(name, f"{error.field.replace('_', ' ').capitalize()} {error.message}.")
 
 
-def _form_values(form: UserForm) -> dict[str, Any]:
-    return form.values()
-
-
 @require_http_methods(["GET", "POST"])
 @permission_required(ADD, raise_exception=True)
 def user_create(request: AuthedHttpRequest) -> HttpResponse:
-    form = UserForm(request.POST or None)
+    form = UserForm(request.POST or None, servers=server_options())
     if request.method == "POST" and form.is_valid():
-        result = services.users_create_batch(actor=request.user, rows=[_form_values(form)])
+        result = services.users_create_batch(actor=request.user, rows=[form.values()])
         if result.ok:
             messages.success(request, f"Created {form.cleaned_data['username'].lower()}.")
             return redirect("users:detail", result.ids[0])
@@ -228,15 +212,16 @@ def user_detail_view(request: AuthedHttpRequest, pk: int) -> HttpResponse:
         "expire_at": timezone.localtime(user.expire_at).date() if user.expire_at else None,
         "on_hold_days": user.on_hold_days,
         "is_active": user.is_active,
+        "server": str(user.server_id or ""),
         "note": user.note,
     }
-    form = UserForm(request.POST or None, initial=initial)
+    form = UserForm(request.POST or None, initial=initial, servers=server_options())
     form.fields["username"].disabled = True
     if request.method == "POST":
         if not can_change:
             raise PermissionDenied
         if form.is_valid():
-            values = _form_values(form)
+            values = form.values()
             values.pop("username")
             if values["protocol"] == user.protocol:
                 values.pop("protocol")  # same protocol: keep the credentials

@@ -173,7 +173,8 @@ def test_extending_expiry_moves_dates_later_and_lengthens_holds() -> None:
             {"username": "forever", "protocol": "vless"},
         ],
     )
-    assert services.users_extend_expiry(actor=None, users=VpnUser.objects.all(), days=5) == 3
+    edit = services.BulkEdit(add_days=5)
+    assert services.users_bulk_edit(actor=None, users=VpnUser.objects.all(), edit=edit) == 4
     users = {u.username: u for u in VpnUser.objects.all()}
     assert abs((users["future"].expire_at - now).days - 15) <= 1
     assert abs((users["past"].expire_at - now).days - 5) <= 1
@@ -184,8 +185,8 @@ def test_extending_expiry_moves_dates_later_and_lengthens_holds() -> None:
 @pytest.mark.parametrize("days", [0, -3, 100_000])
 def test_extending_by_an_absurd_number_of_days_is_refused(days: int) -> None:
     make_users(1)
-    with pytest.raises(ValueError, match="days"):
-        services.users_extend_expiry(actor=None, users=VpnUser.objects.all(), days=days)
+    with pytest.raises(services.BulkRefused, match="Days to add"):
+        services.users_bulk_edit(actor=None, users=VpnUser.objects.all(), edit=services.BulkEdit(add_days=days))
 
 
 def test_adding_data_raises_limits_and_leaves_unlimited_users_alone() -> None:
@@ -196,7 +197,8 @@ def test_adding_data_raises_limits_and_leaves_unlimited_users_alone() -> None:
             {"username": "unlimited", "protocol": "vless"},
         ],
     )
-    assert services.users_add_data(actor=None, users=VpnUser.objects.all(), amount=500) == 1
+    edit = services.BulkEdit(add_bytes=500)
+    assert services.users_bulk_edit(actor=None, users=VpnUser.objects.all(), edit=edit) == 2
     assert dict(VpnUser.objects.values_list("username", "data_limit")) == {"limited": 1500, "unlimited": None}
 
 

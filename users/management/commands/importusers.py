@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from users.csv_io import parse_users_csv
+from users.schema import IMPORT_COLUMNS
 from users.services import users_create_batch, validate_new_users
 
 SHOWN_ERRORS = 50
@@ -16,9 +17,10 @@ SHOWN_ERRORS = 50
 
 class Command(BaseCommand):
     help = (
-        "Import VPN users from a UTF-8 CSV file (header: username, protocol, and optionally email, "
-        "data_limit, used_traffic, reset_strategy, expire_at, on_hold_days, is_active, note). Every bad "
-        "row is reported by line and nothing is written unless all rows are good (or --write-good-rows)."
+        "Import VPN users from a UTF-8 CSV file (header: username, protocol, and optionally "
+        f"{', '.join(c for c in IMPORT_COLUMNS if c not in ('username', 'protocol'))}; server by name, or "
+        "host/name). Every bad row is reported by line and nothing is written unless all rows are good "
+        "(or --write-good-rows)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
