@@ -177,3 +177,8 @@ class VpnUser(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("users:detail", args=[self.pk])
+
+
+# The subscription model lives with its views and services (users/subscriptions/); it is
+# imported here so Django registers it with this app.
+from users.subscriptions.models import Subscription  # noqa: E402, F401
