@@ -34,6 +34,16 @@ if ! [ -x /usr/sbin/nginx ]; then
   if [ "$own_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
+# --- a local wheelhouse: bench/run times installs from it, with no network traffic ---
+if [ ! -f var/wheelhouse/.complete ] || [ requirements.txt -nt var/wheelhouse/.complete ]; then
+  log "filling var/wheelhouse from requirements.txt"
+  if .venv/bin/pip download -q --require-hashes --only-binary=:all: -r requirements.txt -d var/wheelhouse; then
+    touch var/wheelhouse/.complete
+  else
+    echo "warning: var/wheelhouse is incomplete; \`make bench SUITE=run\` needs it" >&2
+  fi
+fi
+
 # --- PostgreSQL ----------------------------------------------------------------------
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   log "starting PostgreSQL"
