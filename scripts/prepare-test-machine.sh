@@ -15,6 +15,12 @@ dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v pg_isready >/dev/null || need+=(postgresql-client)
 command -v redis-cli >/dev/null || need+=(redis-tools)
 command -v curl >/dev/null || need+=(curl)
+# The VPN cores the server images are made of, and their clients in the tests.
+command -v v2ray >/dev/null || need+=(v2ray)
+command -v ss-manager >/dev/null || need+=(shadowsocks-libev)
+command -v wireguard-go >/dev/null || need+=(wireguard-go)
+command -v wg >/dev/null || need+=(wireguard-tools)
+command -v socat >/dev/null || need+=(socat)
 command -v openssl >/dev/null || need+=(openssl)  # the e2e nginx test's self-signed certificate
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
@@ -90,5 +96,7 @@ start_engine /var/run/vpnadmin-docker2.sock /var/lib/vpnadmin-docker2 /var/run/v
 # --- the test image (no registry is reachable: built from busybox-static) ------------
 for sock in /var/run/docker.sock /var/run/vpnadmin-docker2.sock; do
   bash scripts/build-test-image.sh "unix://$sock"
+  # VPN server images (VLESS, Shadowsocks, WireGuard) from the Debian packages above.
+  bash scripts/build-vpn-images.sh "unix://$sock"
 done
 log "test machine ready"
