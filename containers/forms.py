@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, cast
 
 import docker
 from django import forms
@@ -42,7 +42,7 @@ class DockerHostForm(forms.ModelForm):
         return value
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}  # ModelForm returns cleaned_data; None only in stubs
         if data.get("network_mode") == "host" and not data.get("allow_host_network"):
             self.add_error(
                 "network_mode",
@@ -102,7 +102,7 @@ class VpnServerForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["host"].queryset = DockerHost.objects.filter(enabled=True)
+        cast(forms.ModelChoiceField, self.fields["host"]).queryset = DockerHost.objects.filter(enabled=True)
 
     def clean_environment_text(self) -> dict[str, str]:
         return _parse_environment(self.cleaned_data.get("environment_text") or "")
@@ -120,7 +120,7 @@ class VpnServerForm(forms.ModelForm):
         return options  # checked against the policy in clean(), which knows the host and kind
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}  # ModelForm returns cleaned_data; None only in stubs
         host: DockerHost | None = data.get("host")
         if host is None:
             return data
@@ -161,5 +161,6 @@ class BatchForm(forms.Form):
         super().__init__(*args, **kwargs)
         # Any id is acceptable as a choice; unknown ids are ignored by the query.
         values = self.data.getlist("server") if hasattr(self.data, "getlist") else []
-        self.fields["server"].choices = [(value, value) for value in values if str(value).isdigit()]
+        server = cast(forms.ChoiceField, self.fields["server"])
+        server.choices = [(value, value) for value in values if str(value).isdigit()]
         self.fields["server"].error_messages["invalid_choice"] = "Servers are given by their numeric id."

@@ -60,7 +60,7 @@ def remote_hostname_errors(hostname: str, *, resolve: bool = True) -> list[str]:
                 infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
             except (OSError, UnicodeError):
                 infos = []  # unresolvable now: allowed, the host will show as unreachable
-            addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+            addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
     for address in addresses:
         problem = _address_problem(address)
         if problem:
