@@ -9,8 +9,6 @@ download, rotation, revocation and export leaves an audit entry.
 from __future__ import annotations
 
 import base64
-import csv
-import io
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,11 +17,9 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required, permission_required
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
-from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST, require_safe
 
-from users.csv_io import escape_cell
 from users.delivery.formats import base64_links, clash_yaml, links_text, singbox_json
 from users.delivery.material import delivery_items, user_delivery, user_wireguard_conf
 from users.delivery.profiles import Unavailable, WireGuardProfile
@@ -33,11 +29,11 @@ from users.forms import FILTER_FIELDS, parse_filter
 from users.models import Protocol, VpnUser
 from users.selectors import SearchRefused, selection_queryset
 from users.subscriptions import negotiate, ratelimit
+from users.subscriptions.export import issued_csv, subscription_url
 from users.subscriptions.forms import BULK_CHOICES
 from users.subscriptions.selectors import SubscriptionData, subscription_for_token, subscription_state
 from users.subscriptions.services import (
     TARGET,
-    IssuedToken,
     subscription_rotate,
     subscriptions_issue,
     subscriptions_revoke,
@@ -59,13 +55,6 @@ def _private(response: HttpResponse) -> HttpResponse:
     response["X-Robots-Tag"] = "noindex, nofollow"
     response["Vary"] = "User-Agent, Accept"
     return response
-
-
-def subscription_url(request: HttpRequest, token: str) -> str:
-    """The URL clients fetch: SUBSCRIPTION_BASE_URL when the panel is not what they reach."""
-    path = f"/sub/{token}/"
-    base = settings.SUBSCRIPTION_BASE_URL.rstrip("/")
-    return f"{base}{path}" if base else request.build_absolute_uri(path)
 
 
 def _userinfo(data: SubscriptionData) -> str:
@@ -299,17 +288,4 @@ def subscriptions_bulk(request: AuthedHttpRequest) -> HttpResponse:
         )
         return redirect(_back(request.POST))
     issued = subscriptions_issue(actor=request.user, users=users, only_missing=only_missing, selection=label)
-    return _issued_csv(request, issued)
-
-
-def _issued_csv(request: HttpRequest, issued: list[IssuedToken]) -> HttpResponse:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["id", "username", "subscription_url"])
-    for item in issued:
-        writer.writerow([item.user_id, escape_cell(item.username), subscription_url(request, item.token)])
-    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="subscription-urls-{stamp}.csv"'
-    response["Cache-Control"] = "no-store, private"
-    return response
+    return issued_csv(request, issued)

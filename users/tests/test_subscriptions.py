@@ -344,17 +344,14 @@ def test_tokens_are_unique_per_issue(make_user: Callable[..., VpnUser]) -> None:
 # --- freshness --------------------------------------------------------------------------------
 
 
-def test_a_user_change_is_served_at_once_not_after_the_cache_timeout(
-    make_user: Callable[..., VpnUser], django_capture_on_commit_callbacks: Any
-) -> None:
+@pytest.mark.django_db(transaction=True)  # each write commits: its invalidation runs as in production
+def test_a_user_change_is_served_at_once_not_after_the_cache_timeout(make_user: Callable[..., VpnUser]) -> None:
     user = make_user()
     token = issue(user)
     assert base64.b64decode(fetch(token).content) != b""
-    with django_capture_on_commit_callbacks(execute=True):
-        users_set_active(actor=None, users=VpnUser.objects.filter(pk=user.pk), active=False)
+    users_set_active(actor=None, users=VpnUser.objects.filter(pk=user.pk), active=False)
     assert base64.b64decode(fetch(token).content) == b""
-    with django_capture_on_commit_callbacks(execute=True):
-        users_update_batch(actor=None, changes={user.pk: {"is_active": True, "data_limit": 5000}}, action="test")
+    users_update_batch(actor=None, changes={user.pk: {"is_active": True, "data_limit": 5000}}, action="test")
     response = fetch(token)
     assert base64.b64decode(response.content) != b"" and "total=5000" in response["Subscription-Userinfo"]
 
@@ -631,3 +628,56 @@ def test_subscriptions_issue_service_returns_each_token_once_and_stores_only_has
     assert sorted(item.user_id for item in issued) == sorted(ids)
     assert {token_hash(item.token) for item in issued} == set(Subscription.objects.values_list("token_hash", flat=True))
     assert "hidden" in repr(issued[0]) and issued[0].token not in repr(issued[0])
+
+
+# --- the admin ---------------------------------------------------------------------------------------
+
+CHANGELIST = "/admin/users/vpnuser/"
+
+
+def test_the_admin_issues_missing_urls_as_csv_and_rotates_only_after_asking(
+    make_user: Callable[..., VpnUser], owner_client: Client, django_capture_on_commit_callbacks: Any
+) -> None:
+    first, second = make_user("adm-1"), make_user("adm-2")
+    kept = issue(first)
+    ids = [str(first.pk), str(second.pk)]
+    response = owner_client.post(CHANGELIST, {"action": "issue_subscription_urls", "_selected_action": ids})
+    assert [row["username"] for row in _csv_rows(response)] == ["adm-2"]
+    assert fetch(kept).status_code == 200
+
+    form = {"action": "rotate_subscription_urls", "_selected_action": ids}
+    confirm = owner_client.post(CHANGELIST, form)
+    assert confirm.status_code == 200 and "current URLs stop working" in confirm.content.decode()
+    assert fetch(kept).status_code == 200  # nothing happened yet
+    with django_capture_on_commit_callbacks(execute=True):
+        rows = _csv_rows(owner_client.post(CHANGELIST, {**form, "post": "yes"}))
+    assert sorted(row["username"] for row in rows) == ["adm-1", "adm-2"]
+    assert fetch(kept).status_code == 404
+    assert AuditEntry.objects.filter(action="subscriptions_issue").count() == 3  # the first issue() too
+
+
+def test_the_admin_revokes_after_asking(
+    make_user: Callable[..., VpnUser], owner_client: Client, django_capture_on_commit_callbacks: Any
+) -> None:
+    user = make_user()
+    token = issue(user)
+    form = {"action": "revoke_subscription_urls", "_selected_action": [str(user.pk)]}
+    assert "Revoke the subscription URLs of 1 users?" in owner_client.post(CHANGELIST, form).content.decode()
+    assert fetch(token).status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        response = owner_client.post(CHANGELIST, {**form, "post": "yes"}, follow=True)
+    assert "Revoked the subscription URLs of 1 users." in response.content.decode()
+    assert fetch(token).status_code == 404
+
+
+def test_the_admin_offers_subscription_actions_only_to_those_who_may_change_users(
+    make_user: Callable[..., VpnUser], make_operator: Callable[..., User]
+) -> None:
+    user = make_user()
+    viewer = Client()
+    viewer.force_login(make_operator("users.view_vpnuser"))
+    assert "rotate_subscription_urls" not in viewer.get(CHANGELIST).content.decode()
+    response = viewer.post(CHANGELIST, {"action": "rotate_subscription_urls", "_selected_action": [str(user.pk)],
+                                        "post": "yes"})  # fmt: skip
+    assert response["Content-Type"].startswith("text/html")
+    assert not Subscription.objects.exists()
