@@ -536,8 +536,9 @@ class Launcher:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.child is not None and self.child.poll() is None:
-            # COMMAND (honcho) shuts its processes down; the engines stop after it.
-            self.child.send_signal(signum)
+            # To COMMAND's whole process group (a shell and the step it runs, or honcho):
+            # it shuts its processes down, and the engines stop after it.
+            os.killpg(self.child.pid, signum)
         else:
             raise _Stop(signal.Signals(signum).name)
 
@@ -547,8 +548,15 @@ class Launcher:
         lock = acquire_run_lock(self.layout)
         try:
             env = self._start_engines()
-            self.child = subprocess.Popen(self.command, env=env, preexec_fn=_die_with_parent(signal.SIGTERM))
-            code = self.child.wait()
+            self.child = subprocess.Popen(
+                self.command,
+                env=env,
+                # Its own process group, so a stop reaches every process of it at once;
+                # the terminal's Ctrl-C comes through the launcher.
+                process_group=0,
+                preexec_fn=_die_with_parent(signal.SIGTERM),
+            )
+            code = self._wait_for_child(self.child)
             return 128 - code if code < 0 else code
         except _Stop as stop:
             print(f"embedded: {stop} received while starting; stopping", flush=True)
@@ -556,6 +564,25 @@ class Launcher:
         finally:
             self._stop_engines()
             os.close(lock)
+
+    def _wait_for_child(self, child: subprocess.Popen[bytes]) -> int:
+        """COMMAND's exit code; an engine that dies meanwhile ends the run, saying so."""
+        while True:
+            try:
+                return child.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                pass
+            for engine in self.engines:
+                if engine.process.poll() is not None:
+                    print(
+                        f"embedded: {engine.name} exited (code {engine.process.returncode}; see "
+                        f"{self.layout.log_dir}); stopping the run",
+                        flush=True,
+                    )
+                    self.engines.remove(engine)
+                    os.killpg(child.pid, signal.SIGTERM)
+                    child.wait()
+                    return 1
 
     def _start_engines(self) -> dict[str, str]:
         env = dict(os.environ)

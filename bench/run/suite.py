@@ -130,6 +130,7 @@ def run() -> list[Row]:
     if not any(WHEELHOUSE.glob("*.whl")):
         raise RuntimeError(f"no wheels in {WHEELHOUSE}: `make prepare` (scripts/prepare-test-machine.sh) fills it")
     root = Path(tempfile.mkdtemp(prefix="vpnadmin-bench-run-"))
+    root.chmod(0o755)  # run by root, the embedded engines' own user must reach the clone
     try:
         cold: list[float] = []
         install: list[float] = []
