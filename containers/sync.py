@@ -61,13 +61,9 @@ def servers_mark_dirty(*, server_ids: Iterable[int]) -> None:
 
 
 def _defer_applies(server_ids: list[int]) -> None:
-    try:
-        from containers.tasks import defer_server_applies
-    except ImportError:
-        # The task queue lands in a parallel change; until then the servers stay pending
-        # and the periodic converge picks them up.
-        logger.info("apply of servers %s left pending: no task queue yet", server_ids)
-        return
+    # Imported here: the tasks module imports this one.
+    from containers.tasks import defer_server_applies
+
     defer_server_applies(server_ids=server_ids)
 
 

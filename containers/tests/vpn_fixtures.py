@@ -234,8 +234,9 @@ def start_server(db: None) -> Callable[..., VpnServer]:
             environment={"VPNADMIN_LISTEN": "127.0.0.1"},
             options=options,
             desired_state="running",
-            **fields,
         )
+        if fields:  # data-plane fields (subnet, public host) are set by an operator afterwards
+            VpnServer.objects.filter(pk=server.pk).update(**fields)
         outcome = servers_start_batch(servers=VpnServer.objects.filter(pk=server.pk))
         assert outcome.failed == 0, outcome.summary
         server.refresh_from_db()
