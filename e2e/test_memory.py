@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
-from perf import memory_services
-from perf.leaks import Finding
-from perf.profiler import ProfilerConfig, Sampler
+from perf.memory import services as memory_services
+from perf.memory.leaks import Finding
+from perf.memory.profiler import ProfilerConfig
+from perf.memory.sampler import Sampler
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 

@@ -125,7 +125,7 @@ def check_profiler_settings(app_configs: object = None, **kwargs: object) -> lis
     """A bad PROFILER value stops `manage.py check` (and `make test`), not a request later."""
     from django.core.exceptions import ImproperlyConfigured
 
-    from perf.profiler import ProfilerConfig
+    from perf.memory.profiler import ProfilerConfig
 
     try:
         ProfilerConfig.from_settings()

@@ -6,9 +6,9 @@ from perf import views
 
 app_name = "perf"
 
-# The cache pages and the memory pages each keep their own URL module.
+# One naming style: perf:<section>, perf:<section>-<action>.
 urlpatterns = [
     path("", views.index, name="index"),
     path("cache/", include("perf.cache.urls")),
-    path("memory/", include("perf.urls_memory")),
+    path("memory/", include("perf.memory.urls")),
 ]

@@ -145,6 +145,8 @@ CACHES = {
             # one socket timeout per interval), and log the outage once per 30 s with a count.
             "RETRY_INTERVAL": 2.0,
             "FAILURE_LOG_INTERVAL": 30.0,
+            # Shared hit/miss/latency counters for /perf/cache/ and /metrics.
+            "METRICS": True,
         },
     }
 }

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from perf.views_memory import metrics
+from perf.memory.views import metrics
 from vpnadmin import views
 
 urlpatterns = [

@@ -29,8 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 import psutil
 
 from bench.harness import Row, gunicorn, http_get, login_session_cookie, median_seconds
-from perf.leaks import SEVERITIES, detect
-from perf.profiler import MemoryProfiler, ProfilerConfig, Snapshot, external_snapshot
+from perf.memory.leaks import SEVERITIES, detect
+from perf.memory.profiler import MemoryProfiler, ProfilerConfig, Snapshot, external_snapshot
 from perf.tests.memory_support import workload
 
 CLIENTS = 4

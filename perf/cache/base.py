@@ -31,8 +31,6 @@ _FAILED = object()
 
 DEFAULT_SINGLE_FLIGHT_WAIT = 3.0
 DEFAULT_SINGLE_FLIGHT_LOCK_TTL = 10.0
-DEFAULT_RETRY_INTERVAL = 2.0
-DEFAULT_FAILURE_LOG_INTERVAL = 30.0
 
 
 def normalize_tags(tags: Iterable[str] | None) -> tuple[str, ...]:

@@ -51,15 +51,23 @@ class Breaker:
 
 
 class FailureReporter:
-    """Takes django-redis's `logger.exception` calls for ignored errors: one log line per interval.
+    """Stands in for django-redis's logger of ignored errors when an option asks for more.
 
-    It also trips the breaker on connection errors and timeouts (not on server replies
-    such as OOM, which say Redis is up).
+    django-redis calls `logger.exception("Exception ignored")` for every error it ignores
+    (IGNORE_EXCEPTIONS) when DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS is on. This reporter:
+
+    - trips the breaker (RETRY_INTERVAL) on connection errors and timeouts, not on server
+      replies such as OOM, which say Redis is up;
+    - with FAILURE_LOG_INTERVAL, logs one warning per interval with a count of the ones
+      it held back, instead of a traceback per call;
+    - otherwise passes the call on to django-redis's own logger, or drops it when that
+      logging is off: exactly what django-redis would have done.
     """
 
-    def __init__(self, breaker: Breaker, interval: float) -> None:
+    def __init__(self, breaker: Breaker | None, interval: float | None, passthrough: logging.Logger | None) -> None:
         self._breaker = breaker
         self._interval = interval
+        self._passthrough = passthrough
         self._lock = threading.Lock()
         self._last_logged = 0.0
         self._suppressed = 0
@@ -68,11 +76,15 @@ class FailureReporter:
         error = sys.exc_info()[1]
         cause = error.__cause__ if isinstance(error, ConnectionInterrupted) and error.__cause__ else error
         connection_failure = isinstance(cause, (RedisConnectionError, RedisTimeoutError, socket.timeout, OSError))
-        if connection_failure and not isinstance(cause, BreakerOpen):
+        if self._breaker is not None and connection_failure and not isinstance(cause, BreakerOpen):
             self._breaker.trip(cause)
+        if self._interval is None:
+            if self._passthrough is not None:
+                self._passthrough.exception(message, *args, **kwargs)
+            return
         now = time.monotonic()
         with self._lock:
-            if now - self._last_logged < self._interval:
+            if self._last_logged and now - self._last_logged < self._interval:
                 self._suppressed += 1
                 return
             suppressed, self._suppressed = self._suppressed, 0

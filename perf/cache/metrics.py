@@ -191,6 +191,33 @@ class MetricsBuffer:
             logger.debug("cache metrics flush failed; %s operations not counted", batch.ops, exc_info=True)
 
 
+class DisabledMetrics(MetricsBuffer):
+    """What a cache without OPTIONS["METRICS"] records: nothing, and no keys in Redis."""
+
+    def __init__(self) -> None:
+        super().__init__(_NoStore())
+
+    def record_read(self, key: str, *, hits: int, misses: int, seconds: float, tags: tuple[str, ...] = ()) -> None:
+        return
+
+    def record_write(self, key: str, *, count: int, seconds: float, tags: tuple[str, ...] = ()) -> None:
+        return
+
+    def add(self, name: str, count: int = 1, *, tags: tuple[str, ...] = ()) -> None:
+        return
+
+
+class _NoStore:
+    def write(self, batch: Batch) -> None:
+        return
+
+    def read(self) -> Snapshot:
+        raise CacheMetricsUnavailable('this cache keeps no metrics: set CACHES OPTIONS "METRICS": True')
+
+    def reset(self) -> None:
+        return
+
+
 # --- Redis ---------------------------------------------------------------------------
 
 
@@ -297,6 +324,8 @@ def read_totals() -> dict[str, int]:
     buffer.flush()
     try:
         return buffer.store.read().totals
+    except CacheMetricsUnavailable:
+        raise
     except Exception as error:
         raise CacheMetricsUnavailable(f"the cache metrics store did not answer: {type(error).__name__}") from error
 

@@ -13,9 +13,10 @@ MAGIC = b"\x00TG1"
 
 _LUA_FRESH = """
 local MAGIC = '\\0TG1'
--- state 1 and the payload when fresh, 2 when one of its tags was invalidated
+-- 1 and the payload for a tagged value whose tags are fresh, 2 when one of them was
+-- invalidated, 3 and the value itself for a value stored without tags
 local function check(v)
-  if string.sub(v, 1, 4) ~= MAGIC then return 1, v end
+  if string.sub(v, 1, 4) ~= MAGIC then return 3, v end
   local stop = string.find(v, '\\n\\n', 5, true)
   if not stop then return 2, false end
   local keys, expected, odd = {}, {}, true
@@ -35,7 +36,8 @@ end
 
 # KEYS: n value keys, then the stamp keys to capture (created with ARGV[2] when missing)
 # ARGV: n, a fresh stamp token, stamp ttl (ms)
-# Returns state, payload for each value key (state 0 missing, 1 hit, 2 stale), then the stamps.
+# Returns state, payload for each value key (0 missing, 1 tagged hit, 2 stale, 3 untagged
+# hit), then the stamps.
 READ_SCRIPT = (
     _LUA_FRESH
     + """
@@ -87,8 +89,13 @@ local stored = 0
 for i = 1, n do
   local write = true
   if mode == 'add' then
-    local existing = redis.call('GET', KEYS[i])
-    if existing and check(existing) == 1 then write = false end
+    -- like SET NX, except that a value whose tags were invalidated counts as absent
+    local kind = redis.call('TYPE', KEYS[i]).ok
+    if kind == 'string' then
+      if check(redis.call('GET', KEYS[i])) ~= 2 then write = false end
+    elseif kind ~= 'none' then
+      write = false
+    end
   end
   if write then
     if ttl > 0 then
@@ -100,6 +107,24 @@ for i = 1, n do
   end
 end
 return stored
+"""
+)
+
+# KEYS: the keys to look at. Returns how many exist, as EXISTS counts them, except that a
+# value whose tags were invalidated does not (keys of other types always do).
+EXISTS_SCRIPT = (
+    _LUA_FRESH
+    + """
+local found = 0
+for i = 1, #KEYS do
+  local kind = redis.call('TYPE', KEYS[i]).ok
+  if kind == 'string' then
+    if check(redis.call('GET', KEYS[i])) ~= 2 then found = found + 1 end
+  elseif kind ~= 'none' then
+    found = found + 1
+  end
+end
+return found
 """
 )
 
@@ -122,6 +147,7 @@ class Scripts:
     read: Any = None
     write: Any = None
     unlock: Any = None
+    exists: Any = None
 
     @classmethod
     def ensure(cls, client: Any) -> type[Scripts]:
@@ -130,5 +156,6 @@ class Scripts:
                 if cls.read is None:
                     cls.write = client.register_script(WRITE_SCRIPT)
                     cls.unlock = client.register_script(UNLOCK_SCRIPT)
+                    cls.exists = client.register_script(EXISTS_SCRIPT)
                     cls.read = client.register_script(READ_SCRIPT)
         return cls

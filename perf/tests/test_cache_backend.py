@@ -237,7 +237,7 @@ def test_get_or_set_with_tags_is_invalidated_by_its_tags() -> None:
 def test_a_tagged_read_is_one_round_trip_to_redis(redis_client: Any) -> None:
     cache.set("one-trip", "v", tags=["a", "b", "c", "d"])
     probe = backend()
-    client = probe.client.get_client(write=False)
+    client = probe.raw_client("one-trip")
     sent = []
     original = client.execute_command
 
@@ -356,7 +356,7 @@ def test_a_read_naming_the_tags_checks_every_tag_the_value_carries() -> None:
 def test_a_tagged_hit_through_get_or_set_is_one_mget(redis_client: Any) -> None:
     cache.get_or_set("hot-read", lambda: "v", 60, tags=["users", "stats"])
     probe = backend()
-    client = probe.client.get_client(write=False)
+    client = probe.raw_client("hot-read")
     sent = []
     original = client.execute_command
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from perf.memory_watch import Watcher, WatchError
-from perf.profiler import ProfilerConfig
+from perf.memory.profiler import ProfilerConfig
+from perf.memory.watch import Watcher, WatchError
 
 
 def _positive_float(text: str) -> float:

@@ -10,10 +10,11 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
-from perf import memory_services
-from perf.leaks import Finding
+from perf.memory import services as memory_services
+from perf.memory.leaks import Finding
+from perf.memory.profiler import MemoryProfiler, ProfilerConfig, Snapshot
+from perf.memory.sampler import Sampler
 from perf.models import MemoryFinding, MemoryProcess, MemorySnapshot
-from perf.profiler import MemoryProfiler, ProfilerConfig, Sampler, Snapshot
 
 pytestmark = pytest.mark.django_db
 
@@ -191,7 +192,8 @@ def test_a_worker_sampler_with_its_store_down_logs_once_and_keeps_sampling() -> 
         closed = probe.getsockname()[1]
     script = (
         "import django; django.setup()\n"
-        "from perf.profiler import ProfilerConfig, Sampler\n"
+        "from perf.memory.profiler import ProfilerConfig\n"
+        "from perf.memory.sampler import Sampler\n"
         "sampler = Sampler(ProfilerConfig(warmup_s=0))\n"
         "for _ in range(3):\n"
         "    sampler._guarded(sampler.sample_once)\n"

@@ -1,12 +1,11 @@
-"""The memory profiler: what one process measures about itself, and the light sampler
-that runs in every gunicorn worker.
+"""The memory profiler's measurement: what one process measures about itself (and what
+`profilememory` can measure about another), and the typed PROFILER settings.
 
 Cheap figures are always on: RSS and USS from psutil, the garbage collector's counts
 and collections per generation, and (every few samples, since `gc.get_objects()` walks
 the whole heap) object counts of the most common types. tracemalloc slows allocation
 heavy code about 3x, so it runs only inside a window an operator opens on the memory
-page: the workers poll a flag in the store and close the window themselves when it
-expires.
+page (perf.memory.sampler follows it in every worker).
 """
 
 from __future__ import annotations
@@ -15,11 +14,9 @@ import gc
 import logging
 import os
 import socket
-import threading
 import time
 import tracemalloc
 from collections import Counter, deque
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -39,7 +36,8 @@ MB = 1024 * 1024
 class ProfilerConfig:
     """Every knob of the profiler; read from settings.PROFILER (see README)."""
 
-    # The worker sampler: on by default, RSS/USS/gc every `interval_s` seconds.
+    # The worker sampler: on by default, RSS/USS/gc at most every `interval_s` seconds,
+    # measured at the end of a request (perf.memory.sampler).
     sampler: bool = True
     interval_s: float = 30.0
     # USS reads /proc/<pid>/smaps (~0.3 ms on a Django worker): every Nth sample.
@@ -67,7 +65,8 @@ class ProfilerConfig:
     # The store is bounded: snapshots kept per process, processes kept in all.
     max_snapshots: int = 240
     max_processes: int = 64
-    # How often a worker looks at the tracemalloc/GC flags between samples.
+    # How often a worker looks at the tracemalloc/GC flags between samples (at the end
+    # of a request too, never from a thread of its own).
     control_poll_s: float = 5.0
 
     def __post_init__(self) -> None:
@@ -318,146 +317,3 @@ class MemoryProfiler:
             "rss_freed": before_rss - after_rss,
             "ms": round(elapsed_ms, 2),
         }
-
-
-# --- the worker sampler ----------------------------------------------------------------
-
-
-class Sampler:
-    """A daemon thread: snapshot every interval, record, detect, follow the control flags.
-
-    Every failure of the store is logged once per outage and skipped: the worker serving
-    requests must never notice the profiler.
-    """
-
-    def __init__(self, config: ProfilerConfig, *, role: str = "worker") -> None:
-        self.config = config
-        self.role = role
-        self.profiler = MemoryProfiler(config)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._store_error: str | None = None
-        self._handled_gc_request: datetime = datetime.now(tz=UTC)
-        self.process_id: int | None = None
-        self._finding_open = False
-        self._sample_now = False
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        next_sample = time.monotonic()
-        while not self._stop.is_set():
-            self._guarded(self.follow_controls)
-            if time.monotonic() >= next_sample or self._sample_now:
-                self._sample_now = False
-                self._guarded(self.sample_once)
-                next_sample = time.monotonic() + self.config.interval_s
-            self._stop.wait(min(self.config.control_poll_s, max(next_sample - time.monotonic(), 0.05)))
-        self.profiler.tracemalloc_stop()
-
-    def _guarded(self, step: Callable[[], None]) -> None:
-        from django.db import DatabaseError, connection
-
-        from perf.memory_services import SnapshotStoreFull
-
-        try:
-            step()
-        except (DatabaseError, SnapshotStoreFull) as exc:
-            # The thread keeps one connection between polls (a reconnect every 5 s would cost
-            # more than the sample); after an error it is dropped and made anew next time.
-            if isinstance(exc, DatabaseError) and not connection.in_atomic_block:
-                connection.close()
-            kind = "full" if isinstance(exc, SnapshotStoreFull) else "unavailable"
-            message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-            if message != self._store_error:
-                logger.warning("memory sampler (pid %s): snapshot store %s: %s", os.getpid(), kind, message)
-                self._store_error = message
-            self.process_id = None
-        except Exception:
-            logger.exception("memory sampler (pid %s): sample failed", os.getpid())
-        else:
-            if self._store_error is not None:
-                logger.info("memory sampler (pid %s): snapshot store answers again", os.getpid())
-                self._store_error = None
-
-    def sample_once(self) -> None:
-        from perf import memory_services
-        from perf.leaks import detect
-        from perf.metrics import record_worker_memory
-
-        snap = self.profiler.snapshot()
-        record_worker_memory(snap)
-        if self.process_id is None:
-            self.process_id = memory_services.memory_process_register(role=self.role, config=self.config).pk
-        memory_services.memory_snapshot_record(process_id=self.process_id, snapshot=snap, config=self.config)
-        finding = detect(list(self.profiler.series), self.config, sticky=self._finding_open)
-        memory_services.memory_finding_sync(process_id=self.process_id, finding=finding)
-        self._finding_open = finding is not None
-
-    def follow_controls(self) -> None:
-        from perf import memory_selectors, memory_services
-        from perf.models import MemoryProcess
-
-        if self.process_id is not None and not MemoryProcess.objects.filter(pk=self.process_id).exists():
-            # Its row was removed (an operator, a wiped store): register again at once.
-            self.process_id = None
-            self._sample_now = True
-            return
-        control = memory_selectors.profiler_control()
-        window_open = control.tracemalloc_open
-        if window_open and not self.profiler.tracing:
-            self.profiler.tracemalloc_start(control.frames)
-            logger.info("memory sampler (pid %s): tracemalloc window opened", os.getpid())
-        elif not window_open and self.profiler.owns_tracing and not self.config.tracemalloc:
-            self.profiler.tracemalloc_stop()
-            logger.info("memory sampler (pid %s): tracemalloc window closed", os.getpid())
-        requested = control.gc_requested_at
-        # Requests made before this worker started are not its to answer.
-        if requested is not None and self.process_id is not None and requested > self._handled_gc_request:
-            self._handled_gc_request = requested
-            result = self.profiler.collect_garbage()
-            memory_services.memory_gc_result_record(process_id=self.process_id, result=result)
-
-
-_sampler: Sampler | None = None
-
-
-def start_worker_sampler(role: str = "worker") -> Sampler | None:
-    """Start this process's sampler once (gunicorn's post_worker_init); None when turned off."""
-    global _sampler
-    config = ProfilerConfig.from_settings()
-    if not config.sampler:
-        return None
-    if _sampler is None:
-        _sampler = Sampler(config, role=role)
-        _sampler.start()
-    return _sampler
-
-
-def worker_sampler() -> Sampler | None:
-    return _sampler
-
-
-def stop_worker_sampler() -> None:
-    """The worker is exiting: stop sampling and mark its process ended (gunicorn's worker_exit)."""
-    global _sampler
-    sampler, _sampler = _sampler, None
-    if sampler is None:
-        return
-    sampler.stop(timeout=2.0)
-    if sampler.process_id is not None:
-        from django.db import DatabaseError
-
-        from perf.memory_services import memory_process_end
-
-        try:
-            memory_process_end(process_id=sampler.process_id)
-        except DatabaseError as exc:
-            logger.warning("memory sampler (pid %s): could not mark the process ended: %s", os.getpid(), exc)

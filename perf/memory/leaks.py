@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from perf.profiler import MB, ProfilerConfig, Snapshot
+from perf.memory.profiler import MB, ProfilerConfig, Snapshot
 
 SEVERITIES = ("low", "medium", "high", "critical")
 # Severity from how many times over the threshold the slope is.

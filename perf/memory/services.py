@@ -10,9 +10,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from perf.cache import invalidate_on_commit
-from perf.leaks import Finding
+from perf.memory.leaks import Finding
+from perf.memory.profiler import ProfilerConfig, Snapshot, process_identity
 from perf.models import MemoryFinding, MemoryProcess, MemorySnapshot, ProfilerControl
-from perf.profiler import ProfilerConfig, Snapshot, process_identity
 from vpnadmin.audit import audit_record
 
 MAX_WINDOW_MINUTES = 240
@@ -193,7 +193,8 @@ def memory_tracemalloc_window_close(*, actor: Any) -> ProfilerControl:
 
 def memory_garbage_collect(*, actor: Any) -> dict[str, Any]:
     """Collect in this process now and ask every sampled worker to collect at its next poll."""
-    from perf.profiler import MemoryProfiler, worker_sampler
+    from perf.memory.profiler import MemoryProfiler
+    from perf.memory.sampler import worker_sampler
 
     sampler = worker_sampler()
     profiler = sampler.profiler if sampler is not None else MemoryProfiler()

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import psutil
 
-from perf.leaks import SEVERITIES, detect, fit_trend, severity_for
-from perf.profiler import MB, MemoryProfiler, ProfilerConfig, Snapshot, external_snapshot
+from perf.memory.leaks import SEVERITIES, detect, fit_trend, severity_for
+from perf.memory.profiler import MB, MemoryProfiler, ProfilerConfig, Snapshot, external_snapshot
 from perf.tests.memory_support import workload
 
 CONFIG = ProfilerConfig()
@@ -120,7 +120,7 @@ def test_a_leak_inside_this_process_names_its_allocation_site() -> None:
     assert not tracemalloc.is_tracing()
     assert snap.heap_current is not None and snap.heap_current > 10 * MB
     growth = snap.site_growth or []
-    assert growth and growth[0]["site"].endswith("test_leaks.py:" + str(_line_of("kept.extend")))
+    assert growth and growth[0]["site"].endswith("test_memory_leaks.py:" + str(_line_of("kept.extend")))
     assert growth[0]["size_diff"] > 10 * MB
     del kept
 

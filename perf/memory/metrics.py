@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponse
 
-    from perf.profiler import Snapshot
+    from perf.memory.profiler import Snapshot
 
 _METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 
@@ -114,7 +114,7 @@ class ScrapeTimeCollector(Collector):
             yield family
 
     def _component_checks(self) -> Iterator[Metric]:
-        from perf.health import run_component_checks
+        from vpnadmin.health import run_component_checks
 
         up = GaugeMetricFamily("vpnadmin_component_up", "1 when the part answers", labels=["component", "kind"])
         latency = GaugeMetricFamily(
@@ -130,9 +130,9 @@ class ScrapeTimeCollector(Collector):
     def _memory_findings(self) -> Iterator[Metric]:
         from django.db import DatabaseError
 
-        from perf.memory_selectors import open_findings
-        from perf.memory_services import stale_before
-        from perf.profiler import ProfilerConfig
+        from perf.memory.profiler import ProfilerConfig
+        from perf.memory.selectors import open_findings
+        from perf.memory.services import stale_before
 
         family = GaugeMetricFamily(
             "vpnadmin_memory_findings_open", "Open memory leak findings by severity", labels=["severity"]

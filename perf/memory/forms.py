@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import forms
 
-from perf.memory_services import MAX_FRAMES, MAX_WINDOW_MINUTES
+from perf.memory.services import MAX_FRAMES, MAX_WINDOW_MINUTES
 
 
 class TracemallocWindowForm(forms.Form):

@@ -21,8 +21,8 @@ from typing import Any
 import psutil
 from django.db import DatabaseError, connection
 
-from perf.leaks import Finding, detect
-from perf.profiler import MB, ProfilerConfig, Snapshot, external_snapshot
+from perf.memory.leaks import Finding, detect
+from perf.memory.profiler import MB, ProfilerConfig, Snapshot, external_snapshot
 
 Emit = Callable[[str, str], None]  # (level: "info" | "warning" | "finding", text)
 
@@ -202,30 +202,30 @@ class Watcher:
         last = f", last RSS {item.last_rss / MB:,.1f} MB" if item.last_rss else ""
         self._say("warning", f"pid {item.proc.pid} {why} after {len(item.all_points)} snapshot(s){last}")
         if item.store_id is not None and self.use_store:
-            from perf.memory_services import memory_process_end
+            from perf.memory.services import memory_process_end
 
             self._guard_store(lambda: memory_process_end(process_id=item.store_id))
 
     def _store(self, item: Watched, snap: Snapshot) -> None:
         if not self.use_store:
             return
-        from perf import memory_services
+        from perf.memory import services
 
         def write() -> None:
             if item.store_id is None:
                 identity = (_host(), item.proc.pid, item.started_at, item.label)
-                row = memory_services.memory_process_register(role="watched", config=self.config, identity=identity)
+                row = services.memory_process_register(role="watched", config=self.config, identity=identity)
                 item.store_id = row.pk
                 # A worker that samples itself already writes richer snapshots.
                 item.store_writes = row.role == "watched"
             if item.store_writes:
-                memory_services.memory_snapshot_record(process_id=item.store_id, snapshot=snap, config=self.config)
-                memory_services.memory_finding_sync(process_id=item.store_id, finding=item.finding)
+                services.memory_snapshot_record(process_id=item.store_id, snapshot=snap, config=self.config)
+                services.memory_finding_sync(process_id=item.store_id, finding=item.finding)
 
         self._guard_store(write)
 
     def _guard_store(self, step: Callable[[], None]) -> None:
-        from perf.memory_services import SnapshotStoreFull
+        from perf.memory.services import SnapshotStoreFull
 
         try:
             step()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.views import redirect_to_login
@@ -16,12 +15,13 @@ from django.shortcuts import redirect
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from perf import memory_selectors, memory_services
-from perf.charts import process_chart
-from perf.forms_memory import TracemallocWindowForm
-from perf.metrics import multiprocess_mode, render_latest
-from perf.profiler import MB, ProfilerConfig
+from perf.memory import selectors, services
+from perf.memory.charts import process_chart
+from perf.memory.forms import TracemallocWindowForm
+from perf.memory.metrics import multiprocess_mode, render_latest
+from perf.memory.profiler import MB, ProfilerConfig
 from vpnadmin.http import AuthedHttpRequest, render_page_or_partial, wants_partial
+from vpnadmin.tokens import metrics_token
 
 VIEW_PERMISSION = "perf.view_memorysnapshot"
 CONTROL_PERMISSION = "perf.control_profiler"
@@ -42,12 +42,12 @@ def _report_context(request: AuthedHttpRequest, **extra: Any) -> dict[str, Any]:
         **extra,
     }
     try:
-        stale = memory_services.stale_before(config)
-        reports = memory_selectors.memory_report(config=config, stale_before=stale)
+        stale = services.stale_before(config)
+        reports = selectors.memory_report(config=config, stale_before=stale)
         context.update(
-            control=memory_selectors.profiler_control(),
-            findings=memory_selectors.open_findings(stale_before=stale),
-            usage=memory_selectors.store_usage(),
+            control=selectors.profiler_control(),
+            findings=selectors.open_findings(stale_before=stale),
+            usage=selectors.store_usage(),
             reports=[
                 {
                     "report": report,
@@ -99,13 +99,13 @@ def tracemalloc_window(request: AuthedHttpRequest) -> HttpResponse:
     if form.cleaned_data["action"] == "open":
         minutes = form.cleaned_data["minutes"] or ProfilerConfig.from_settings().tracemalloc_window_minutes
         frames = form.cleaned_data["frames"] or 1
-        memory_services.memory_tracemalloc_window_open(actor=request.user, minutes=minutes, frames=frames)
+        services.memory_tracemalloc_window_open(actor=request.user, minutes=minutes, frames=frames)
         notice = (
             f"tracemalloc window open for {minutes} min ({frames} frame{'s' if frames != 1 else ''}); "
             "workers start tracing at their next poll."
         )
     else:
-        memory_services.memory_tracemalloc_window_close(actor=request.user)
+        services.memory_tracemalloc_window_close(actor=request.user)
         notice = "tracemalloc window closed; workers stop tracing at their next poll."
     return _answer(request, notices=[notice])
 
@@ -114,7 +114,7 @@ def tracemalloc_window(request: AuthedHttpRequest) -> HttpResponse:
 def garbage_collect(request: AuthedHttpRequest) -> HttpResponse:
     """Collect in the worker serving this request now, and in every sampled worker at its next poll."""
     _require(request, CONTROL_PERMISSION)
-    result = memory_services.memory_garbage_collect(actor=request.user)
+    result = services.memory_garbage_collect(actor=request.user)
     notice = (
         f"Worker pid {result['pid']}: gc.collect() found {result['unreachable']:,} unreachable objects; "
         f"tracked objects {result['objects_before']:,} → {result['objects_after']:,} "
@@ -129,7 +129,7 @@ def garbage_collect(request: AuthedHttpRequest) -> HttpResponse:
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus text format: a bearer token when METRICS_TOKEN is set, a staff login otherwise."""
-    token = settings.METRICS_TOKEN
+    token = metrics_token()  # re-read from METRICS_TOKEN_FILE when it changes (rotation without restart)
     if token:
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")

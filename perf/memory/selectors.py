@@ -8,8 +8,8 @@ from typing import Any
 
 from django.db.models import Count
 
+from perf.memory.profiler import MB, ProfilerConfig
 from perf.models import MemoryFinding, MemoryProcess, MemorySnapshot, ProfilerControl
-from perf.profiler import MB, ProfilerConfig
 
 CHART_POINTS = 120
 
@@ -61,8 +61,8 @@ class ProcessReport:
 
 def memory_report(*, config: ProfilerConfig, stale_before: datetime, limit: int = 12) -> list[ProcessReport]:
     """The most recently seen processes, each with its last snapshots (oldest first) and open finding."""
-    from perf.leaks import growing_types
-    from perf.profiler import Snapshot
+    from perf.memory.leaks import growing_types
+    from perf.memory.profiler import Snapshot
 
     processes = list(MemoryProcess.objects.annotate(stored=Count("snapshots")).order_by("-last_seen_at")[:limit])
     findings = {f.process_id: f for f in MemoryFinding.objects.filter(process__in=processes, closed_at__isnull=True)}
