@@ -8,7 +8,7 @@ selection is the changelist's filtered queryset, never a list of ids.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -25,8 +25,8 @@ from users import services
 from users.bulk import BULK_ACTIONS, BulkAction, bulk_step
 from users.models import Status, VpnUser, status_expression, status_q
 from users.schema import FORM_FIELDS
-from users.subscriptions.admin_actions import SUBSCRIPTION_ADMIN_ACTIONS
 from users.selectors import UNINDEXED_SORTABLE, CountInfo, SearchRefused, apply_search, count_users, unindexed_order
+from users.subscriptions.admin_actions import SUBSCRIPTION_ADMIN_ACTIONS
 from users.validation import CLEANERS
 
 # From this offset on, a page first finds its 50 keys on the index alone.
@@ -38,9 +38,14 @@ class EstimatingPaginator(Paginator):
 
     text_search = False  # set by VpnUserAdmin.get_paginator when the changelist is searched
 
+    @property
+    def queryset(self) -> QuerySet[VpnUser]:
+        # The admin pages a queryset; the stubs only promise "something sliceable".
+        return cast("QuerySet[VpnUser]", self.object_list)
+
     @cached_property
     def count_info(self) -> CountInfo:
-        queryset = self.object_list
+        queryset = self.queryset
         return count_users(queryset, filtered=bool(queryset.query.where))
 
     @cached_property
@@ -50,7 +55,7 @@ class EstimatingPaginator(Paginator):
     def page(self, number: Any) -> Page:
         number = self.validate_number(number)
         bottom = (number - 1) * self.per_page
-        queryset = self.object_list
+        queryset = self.queryset
         if self.text_search and self.count_info.exact:
             # A rare search term must not walk the whole primary key index (see
             # selectors._keyset_rows): sort the few matches after the indexes found them.
@@ -58,10 +63,10 @@ class EstimatingPaginator(Paginator):
             if ordering and all(name.lstrip("-") in UNINDEXED_SORTABLE for name in ordering):
                 queryset = queryset.order_by(*[unindexed_order(name) for name in ordering])
         if bottom < DEEP_OFFSET:
-            return self._get_page(list(queryset[bottom : bottom + self.per_page]), number, self)
+            return Page(list(queryset[bottom : bottom + self.per_page]), number, self)
         # Deep pages skip rows on the index only, then read the rows they show (late row lookup).
         ids = list(queryset.values_list("pk", flat=True)[bottom : bottom + self.per_page])
-        return self._get_page(list(queryset.filter(pk__in=ids)), number, self)
+        return Page(list(queryset.filter(pk__in=ids)), number, self)
 
 
 class StatusFilter(admin.SimpleListFilter):
@@ -72,9 +77,10 @@ class StatusFilter(admin.SimpleListFilter):
         return list(Status.choices)
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[VpnUser]) -> QuerySet[VpnUser]:
-        if self.value() in Status.values:
+        value = self.value()
+        if value is not None and value in Status.values:
             # The index-friendly form of the status, not a filter on the annotation.
-            return queryset.filter(status_q(self.value(), timezone.now()))
+            return queryset.filter(status_q(value, timezone.now()))
         return queryset
 
 
@@ -91,7 +97,7 @@ class VpnUserAdminForm(forms.ModelForm):
         return self.cleaned_data["username"].strip().lower()
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         if data.get("expire_at") and data.get("on_hold_days"):
             self.add_error("on_hold_days", "Set either an expiry date or days from first use, not both.")
         server, protocol = data.get("server"), data.get("protocol")
@@ -165,7 +171,7 @@ class VpnUserAdmin(admin.ModelAdmin):
         return searched, False
 
     def get_paginator(self, request: HttpRequest, queryset: Any, per_page: int, *args: Any, **kwargs: Any) -> Any:
-        paginator = super().get_paginator(request, queryset, per_page, *args, **kwargs)
+        paginator = cast(EstimatingPaginator, super().get_paginator(request, queryset, per_page, *args, **kwargs))
         paginator.text_search = bool(request.GET.get("q", "").strip())
         return paginator
 

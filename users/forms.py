@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.conf import settings
@@ -33,7 +33,7 @@ class SizeField(forms.CharField):
     """Bytes, typed as '10GB', '1.5 GiB' or a plain number of bytes."""
 
     def to_python(self, value: Any) -> int | None:  # type: ignore[override]  # a number, not the text
-        text = super().to_python(value)
+        text = super().to_python(value) or ""
         if self.max_length is not None and len(text) > self.max_length:
             raise forms.ValidationError(f"Size is longer than {self.max_length} characters.")
         try:
@@ -47,8 +47,8 @@ class SizeField(forms.CharField):
 
 
 class NoNullCharField(forms.CharField):
-    def to_python(self, value: Any) -> str:  # type: ignore[override]
-        text = super().to_python(value)
+    def to_python(self, value: Any) -> str:
+        text = super().to_python(value) or ""
         if "\x00" in text:
             raise forms.ValidationError("Contains a null byte.")
         return text
@@ -78,10 +78,13 @@ class UserFilterForm(forms.Form):
         """The valid part of the filter; invalid fields are left out (their errors are shown)."""
         data = {name: value for name, value in self.cleaned_data.items() if name not in self.errors}
         values = {name: data.get(name) for name in FILTER_FIELDS if data.get(name) not in (None, "")}
-        return UserFilter(**values)
+        return UserFilter(**values)  # type: ignore[arg-type]  # each field cleaned to its UserFilter type
 
     def error_messages(self) -> list[str]:
-        return [f"{self.fields[name].label or name}: {' '.join(errors)}" for name, errors in self.errors.items()]
+        return [
+            f"{self.fields[name].label or name}: {' '.join(str(error) for error in errors)}"
+            for name, errors in self.errors.items()
+        ]
 
 
 def parse_filter(data: QueryDict) -> tuple[UserFilter, list[str]]:
@@ -99,7 +102,7 @@ def parse_ordering(value: str | None) -> tuple[str, str | None]:
 
 
 def parse_page(value: str | None) -> tuple[int | None, str | None]:
-    if value in (None, ""):
+    if not value:
         return None, None
     try:
         number = int(value)
@@ -128,7 +131,8 @@ class UserForm(forms.Form):
 
     def __init__(self, *args: Any, servers: list[tuple[int, str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["server"].choices = [("", "no server"), *[(str(pk), f"{n} ({p})") for pk, n, p in servers]]
+        choices = [("", "no server"), *[(str(pk), f"{n} ({p})") for pk, n, p in servers]]
+        cast(forms.ChoiceField, self.fields["server"]).choices = choices
 
     def values(self) -> dict[str, Any]:
         """The services' keys: the server by id."""
@@ -151,7 +155,7 @@ class BulkSelectionForm(forms.Form):
 
     def __init__(self, *args: Any, actions: list[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["action"].choices = actions
+        cast(forms.ChoiceField, self.fields["action"]).choices = actions
 
     def clean_ids(self) -> list[int]:
         raw = self.cleaned_data["ids"].strip()
@@ -169,7 +173,7 @@ class BulkSelectionForm(forms.Form):
         return sorted(ids)
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         if not data.get("select_all") and not data.get("ids") and "ids" not in self.errors:
             raise forms.ValidationError("Select at least one user.")
         return data
@@ -204,7 +208,7 @@ class BulkEditForm(forms.Form):
 
     def __init__(self, *args: Any, servers: list[tuple[int, str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["server"].choices = [
+        cast(forms.ChoiceField, self.fields["server"]).choices = [
             (KEEP, "leave as it is"),
             ("none", "no server"),
             *[(str(pk), f"{name} ({protocol})") for pk, name, protocol in servers],
@@ -217,7 +221,7 @@ class BulkEditForm(forms.Form):
         return amount
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         pairs = (
             ("data_limit", "data_unlimited", "a data limit or unlimited"),
             ("expire_at", "expire_never", "an expiry date or never"),

@@ -35,7 +35,10 @@ class UserField:
         """The database column and the key services take: `server_id` for the server."""
         if self.computed:
             return self.name
-        return VpnUser._meta.get_field(self.name).column  # type: ignore[union-attr]  # concrete fields have one
+        column = getattr(VpnUser._meta.get_field(self.name), "column", None)
+        if not column:
+            raise ValueError(f"VpnUser.{self.name} has no column")
+        return str(column)
 
     @property
     def read(self) -> str:

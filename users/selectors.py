@@ -32,6 +32,7 @@ from django.db.models.expressions import OrderBy, RawSQL
 from django.db.models.functions import Concat
 from django.utils import timezone
 
+from containers.models import VpnServer
 from perf.cache import tagged_cache
 from users.models import Protocol, Status, VpnUser, status_expression, status_q
 from users.schema import EXPORT_COLUMNS, EXPORT_READS, LIST_READS
@@ -249,10 +250,9 @@ def _start_of(day: datetime.date) -> datetime.datetime:
 
 def server_choices() -> list[tuple[int, str]]:
     """(id, name) of the servers for the filter control; cached until a server changes."""
-    server_model = VpnUser._meta.get_field("server").related_model
 
     def compute() -> list[tuple[int, str]]:
-        return [(pk, str(name)) for pk, name in server_model.objects.order_by("pk").values_list("pk", "name")[:500]]
+        return [(pk, str(name)) for pk, name in VpnServer.objects.order_by("pk").values_list("pk", "name")[:500]]
 
     return _cached("server-choices", compute, tags=["servers"], timeout=300)
 
@@ -275,9 +275,8 @@ def selection_stamp(users: QuerySet[VpnUser]) -> str:
 
 def servers_by_name() -> dict[str, list[tuple[int, str]]]:
     """{server name: [(id, protocol), …]} for naming servers in CSV (a name may repeat across hosts)."""
-    server_model = VpnUser._meta.get_field("server").related_model
     found: dict[str, list[tuple[int, str]]] = {}
-    for pk, name, host, protocol in server_model.objects.values_list("pk", "name", "host__name", "protocol"):
+    for pk, name, host, protocol in VpnServer.objects.values_list("pk", "name", "host__name", "protocol"):
         found.setdefault(name, []).append((pk, protocol))
         found.setdefault(f"{host}/{name}", []).append((pk, protocol))
     return found
@@ -285,10 +284,9 @@ def servers_by_name() -> dict[str, list[tuple[int, str]]]:
 
 def server_options() -> list[tuple[int, str, str]]:
     """(id, name, protocol) of every server, for the server choice of the forms and the bulk edit."""
-    server_model = VpnUser._meta.get_field("server").related_model
 
     def compute() -> list[tuple[int, str, str]]:
-        rows = server_model.objects.order_by("name", "pk").values_list("pk", "name", "protocol")[:2000]
+        rows = VpnServer.objects.order_by("name", "pk").values_list("pk", "name", "protocol")[:2000]
         return [(pk, str(name), str(protocol)) for pk, name, protocol in rows]
 
     return _cached("server-options", compute, tags=["servers"], timeout=300)

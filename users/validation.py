@@ -139,15 +139,17 @@ def clean_expire_at(value: Any) -> datetime.datetime | None:
         text = _text(value)
         if not text:
             return None
+        parsed: datetime.datetime | None
         try:
-            moment = parse_datetime(text)
-            if moment is None:
+            parsed = parse_datetime(text)
+            if parsed is None:
                 day = parse_date(text)
-                moment = datetime.datetime.combine(day, datetime.time.min) if day else None
+                parsed = datetime.datetime.combine(day, datetime.time.min) if day else None
         except ValueError:
-            moment = None
-        if moment is None:
+            parsed = None
+        if parsed is None:
             raise ValueError("must be a date (YYYY-MM-DD) or an ISO date and time")
+        moment = parsed
     if timezone.is_naive(moment):
         moment = timezone.make_aware(moment, datetime.UTC)
     if not EARLIEST_EXPIRY <= moment < LATEST_EXPIRY:

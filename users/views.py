@@ -10,7 +10,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import Http404, HttpResponse, QueryDict, StreamingHttpResponse
+from django.http import Http404, HttpResponse, HttpResponseBase, QueryDict, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -54,7 +54,7 @@ DELETE = "users.delete_vpnuser"
 
 def _filter_query(data: QueryDict) -> dict[str, str]:
     """The filter part of a query string, to carry into page links, export and bulk forms."""
-    return {name: data[name] for name in (*FILTER_FIELDS, "ordering") if data.get(name)}
+    return {name: str(data.get(name)) for name in (*FILTER_FIELDS, "ordering") if data.get(name)}
 
 
 def _get_user_for(request: AuthedHttpRequest, pk: int) -> VpnUser:
@@ -137,7 +137,7 @@ def user_bulk(request: AuthedHttpRequest) -> HttpResponse:
     if not form.is_valid():
         for errors in form.errors.values():
             for error in errors:
-                messages.error(request, error)
+                messages.error(request, str(error))
         return redirect(_list_url(request.POST))
     action = BULK_ACTIONS[form.cleaned_data["action"]]
     if not request.user.has_perm(f"users.{action.permission}_vpnuser"):
@@ -292,7 +292,7 @@ def user_import(request: AuthedHttpRequest) -> HttpResponse:
 
 @require_GET
 @permission_required(VIEW, raise_exception=True)
-def user_export(request: AuthedHttpRequest) -> HttpResponse:
+def user_export(request: AuthedHttpRequest) -> HttpResponseBase:
     """The current filter as CSV, streamed from a server-side cursor; never the credentials."""
     flt, errors = parse_filter(request.GET)
     if errors:

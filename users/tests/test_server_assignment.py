@@ -184,7 +184,8 @@ def test_changing_the_protocol_of_a_user_on_a_server_is_refused_unless_it_moves_
     refused = services.users_update_batch(actor=None, changes={pk: {"protocol": "wireguard"}})
     assert not refused.ok and "serves vless users" in str(refused.errors[0])
     assert VpnUser.objects.get(pk=pk).protocol == "vless"
-    moved = services.users_update_batch(actor=None, changes={pk: {"protocol": "wireguard", "server_id": servers["wg"].pk}})
+    both = {"protocol": "wireguard", "server_id": servers["wg"].pk}
+    moved = services.users_update_batch(actor=None, changes={pk: both})
     assert moved.ok
     assert VpnUser.objects.values_list("protocol", "server_id").get(pk=pk) == ("wireguard", servers["wg"].pk)
 
