@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 
 from bench.harness import REPO, Row, gunicorn, http_get, interleaved_medians, login_session_cookie
+from bench.users import at_rest
 from bench.users.seed import BIG, PROTOCOLS, ensure_small_database, ensure_users
 
 N = 10_000
@@ -291,4 +292,6 @@ def run() -> list[Row]:
     rows = _bench_pages()
     rows += _bench_create()
     rows += _bench_update()
+    # Secrets at rest: encrypted creates vs raw COPY, and the reveal's decryption (bench/users/at_rest.py).
+    rows += at_rest.run()
     return rows
