@@ -51,7 +51,7 @@ def subnet_of(server: VpnServer) -> ipaddress.IPv4Network | ipaddress.IPv6Networ
 
 def server_address(server: VpnServer) -> str:
     network = subnet_of(server)
-    return f"{next(network.hosts())}/{network.prefixlen}"
+    return f"{next(iter(network.hosts()))}/{network.prefixlen}"
 
 
 class WireGuardKind:
