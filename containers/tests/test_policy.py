@@ -423,3 +423,37 @@ def test_deleting_a_server_whose_engine_does_not_answer_keeps_it_and_says_why(
     page = response.content.decode()
     assert f"Server {server.name} was kept: its container could not be removed" in page
     assert "deleted successfully" not in page
+
+
+@pytest.mark.docker
+def test_extra_fields_posted_to_the_server_page_are_ignored(owner_client: Client, local_host: DockerHost) -> None:
+    response = owner_client.post(
+        "/containers/new/",
+        {
+            "host": local_host.pk,
+            "name": "vpn-extra",
+            "protocol": "wireguard",
+            "image": TEST_IMAGE,
+            "port": 4433,
+            # None of these is a field of the form: the page must not let them through.
+            "options": '{"privileged": true}',
+            "wg_private_key": "posted-private-key",
+            "container_id": "abc",
+            "desired_state": "running",
+            "is_superuser": "on",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    server = VpnServer.objects.get(name="vpn-extra")
+    assert (server.options, server.wg_private_key, server.container_id) == ({}, "", "")
+    assert server.desired_state == "stopped"
+
+
+def test_extra_fields_posted_to_the_hosts_page_are_ignored(owner_client: Client) -> None:
+    response = owner_client.post(
+        "/containers/hosts/",
+        {**_admin_host_form(), "engine_version": "forged", "enabled": "", "last_error": "x", "is_superuser": "on"},
+    )
+    assert response.status_code == 302
+    host = DockerHost.objects.get(name="second")
+    assert host.enabled is True and host.last_error == "" and host.engine_version != "forged"
