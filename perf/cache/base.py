@@ -97,7 +97,7 @@ class TagCacheMixin:
         self,
         key: str,
         default: Any,
-        timeout: float | None = DEFAULT_TIMEOUT,  # type: ignore[assignment]
+        timeout: float | None = DEFAULT_TIMEOUT,
         version: int | None = None,
         tags: Iterable[str] | None = None,
     ) -> Any:

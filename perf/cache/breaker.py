@@ -76,7 +76,12 @@ class FailureReporter:
         error = sys.exc_info()[1]
         cause = error.__cause__ if isinstance(error, ConnectionInterrupted) and error.__cause__ else error
         connection_failure = isinstance(cause, (RedisConnectionError, RedisTimeoutError, socket.timeout, OSError))
-        if self._breaker is not None and connection_failure and not isinstance(cause, BreakerOpen):
+        if (
+            self._breaker is not None
+            and cause is not None
+            and connection_failure
+            and not isinstance(cause, BreakerOpen)
+        ):
             self._breaker.trip(cause)
         if self._interval is None:
             if self._passthrough is not None:

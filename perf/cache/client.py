@@ -22,7 +22,6 @@ the stamps it is checked against always live on the same server.
 
 from __future__ import annotations
 
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -141,12 +140,17 @@ class TagAwareClientMixin:
         return [super().get_client(write=True)]  # type: ignore[misc]
 
 
-@cache
+_made: dict[type[Any], type[Any]] = {}
+
+
 def tag_aware_client_class(base: type[Any]) -> type[Any]:
     """The configured client class with tags mixed in (a subclass: isinstance checks hold)."""
+    if base in _made:
+        return _made[base]
     if not (isinstance(base, type) and issubclass(base, DefaultClient)):
         raise ImproperlyConfigured(
             f"perf.cache.RedisTaggedCache composes with django-redis clients (DefaultClient, HerdClient, "
             f"ShardClient or subclasses of them); CLIENT_CLASS {base!r} is not one"
         )
-    return type(f"TagAware{base.__name__}", (TagAwareClientMixin, base), {"__module__": __name__})
+    made = _made[base] = type(f"TagAware{base.__name__}", (TagAwareClientMixin, base), {"__module__": __name__})
+    return made

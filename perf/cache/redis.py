@@ -43,6 +43,7 @@ Keys under `_cache:` are this module's own (stamps, locks, metrics).
 from __future__ import annotations
 
 import atexit
+import logging
 import secrets
 import time
 from collections import defaultdict
@@ -108,14 +109,20 @@ def _optional_float(options: Mapping[str, Any], name: str) -> float | None:
     return number
 
 
-class RedisTaggedCache(TagCacheMixin, RedisCache):  # type: ignore[misc]
+class RedisTaggedCache(TagCacheMixin, RedisCache):
     """django-redis's RedisCache with tags, single flight, a prefix-only clear and shared metrics."""
+
+    # Set by RedisCache.__init__; declared for the type checker, which cannot follow them there.
+    _client_cls: type[Any]
+    _log_ignored_exceptions: bool
+    logger: Any
 
     def __init__(self, server: str, params: dict[str, Any]) -> None:
         # OPTIONS is read in place, never copied: django-redis's client reads it later too
         # (CLOSE_CONNECTION), and settings changed at run time must reach both.
         super().__init__(server, params)
-        self._client_cls = tag_aware_client_class(self._client_cls)
+        configured: type[Any] = self._client_cls
+        self._client_cls = tag_aware_client_class(configured)
         options: Mapping[str, Any] = params.get("OPTIONS", {})
         self.single_flight_wait = float(options.get("SINGLE_FLIGHT_WAIT", DEFAULT_SINGLE_FLIGHT_WAIT))
         self.single_flight_lock_ttl = float(options.get("SINGLE_FLIGHT_LOCK_TTL", DEFAULT_SINGLE_FLIGHT_LOCK_TTL))
@@ -129,11 +136,9 @@ class RedisTaggedCache(TagCacheMixin, RedisCache):  # type: ignore[misc]
             # django-redis reports every ignored error to self.logger.exception when
             # _log_ignored_exceptions is on: the reporter takes those calls (and passes them
             # to django-redis's logger unless an interval was asked for).
-            passthrough = self.logger if self._log_ignored_exceptions else None
+            passthrough: logging.Logger | None = self.logger if self._log_ignored_exceptions else None
             breaker = self.breaker
-            self.logger = shared(  # type: ignore[assignment]
-                _reporters, identity, lambda: FailureReporter(breaker, log_interval, passthrough)
-            )
+            self.logger = shared(_reporters, identity, lambda: FailureReporter(breaker, log_interval, passthrough))
             self._log_ignored_exceptions = True
         self._stamp_key_cache: dict[tuple[str, ...], tuple[list[str], tuple[bytes, ...], tuple[bytes, ...]]] = {}
         # Shared counters are keys under the prefix: only when asked for, so a project that
@@ -196,7 +201,7 @@ class RedisTaggedCache(TagCacheMixin, RedisCache):  # type: ignore[misc]
     def _failed(self, error: ConnectionInterrupted) -> Any:
         """Redis did not answer: what django-redis's omit_exception does, for the tag paths."""
         if not self._ignore_exceptions:
-            raise error.__cause__ from None  # type: ignore[misc]
+            raise error.__cause__ from None
         if self._log_ignored_exceptions and self.logger is not None:
             self.logger.exception("Exception ignored")
         return _FAILED
@@ -386,7 +391,7 @@ class RedisTaggedCache(TagCacheMixin, RedisCache):  # type: ignore[misc]
         self,
         key: str,
         value: Any,
-        timeout: float | None = DEFAULT_TIMEOUT,  # type: ignore[assignment]
+        timeout: float | None = DEFAULT_TIMEOUT,
         version: int | None = None,
         client: Any = None,
         nx: bool = False,
@@ -411,7 +416,7 @@ class RedisTaggedCache(TagCacheMixin, RedisCache):  # type: ignore[misc]
         self,
         key: str,
         value: Any,
-        timeout: float | None = DEFAULT_TIMEOUT,  # type: ignore[assignment]
+        timeout: float | None = DEFAULT_TIMEOUT,
         version: int | None = None,
         client: Any = None,
         tags: Iterable[str] | None = None,
@@ -447,7 +452,7 @@ class RedisTaggedCache(TagCacheMixin, RedisCache):  # type: ignore[misc]
     def set_many(
         self,
         data: Mapping[str, Any],
-        timeout: float | None = DEFAULT_TIMEOUT,  # type: ignore[assignment]
+        timeout: float | None = DEFAULT_TIMEOUT,
         version: int | None = None,
         client: Any = None,
         tags: Iterable[str] | None = None,
@@ -565,7 +570,7 @@ class RedisTaggedCache(TagCacheMixin, RedisCache):  # type: ignore[misc]
         try:
             return sum(len(batch) for _, batch in self._pattern_keys(glob, version))
         except ConnectionInterrupted as error:
-            raise error.__cause__ from None  # type: ignore[misc]
+            raise error.__cause__ from None
 
     def invalidate_pattern(self, glob: str, version: int | None = None) -> int:
         """Delete the keys matching `glob` (this cache's prefix and version added), batch by batch."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
@@ -25,7 +25,7 @@ def tagged_cache() -> RedisTaggedCache:
             f"CACHES['default'] must use perf.cache.RedisTaggedCache, not {type(backend).__module__}."
             f"{type(backend).__name__}"
         )
-    return cast("RedisTaggedCache", backend)
+    return backend
 
 
 def invalidate_on_commit(tags: Iterable[str], *, using: str | None = None) -> None:

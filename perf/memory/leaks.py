@@ -125,7 +125,7 @@ def growing_types(series: Sequence[Snapshot], limit: int = 5) -> list[dict[str, 
     if len(counted) < 2:
         return []
     first, last = counted[0].types or {}, counted[-1].types or {}
-    grown = []
+    grown: list[dict[str, Any]] = []
     for name, count in last.items():
         before = first.get(name, 0)
         if count > before and count - before >= max(100, before // 10):

@@ -79,7 +79,7 @@ def memory_report(*, config: ProfilerConfig, stale_before: datetime, limit: int 
                 process=process,
                 alive=process.ended_at is None and process.last_seen_at >= stale_before,
                 snapshots=snaps,
-                stored=process.stored,  # type: ignore[attr-defined]
+                stored=process.stored,
                 finding=findings.get(process.pk),
                 latest=snaps[-1] if snaps else None,
                 growing_types=growing_types(window),

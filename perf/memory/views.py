@@ -91,7 +91,7 @@ def tracemalloc_window(request: AuthedHttpRequest) -> HttpResponse:
     _require(request, CONTROL_PERMISSION)
     form = TracemallocWindowForm(request.POST)
     if not form.is_valid():
-        errors = [f"{field}: {' '.join(errs)}" for field, errs in form.errors.items()]
+        errors = [f"{field}: {' '.join(str(error) for error in errs)}" for field, errs in form.errors.items()]
         response = _answer(request, errors=errors)
         if wants_partial(request):
             response.status_code = 400

@@ -201,10 +201,11 @@ class Watcher:
         item.ended = True
         last = f", last RSS {item.last_rss / MB:,.1f} MB" if item.last_rss else ""
         self._say("warning", f"pid {item.proc.pid} {why} after {len(item.all_points)} snapshot(s){last}")
-        if item.store_id is not None and self.use_store:
+        store_id = item.store_id
+        if store_id is not None and self.use_store:
             from perf.memory.services import memory_process_end
 
-            self._guard_store(lambda: memory_process_end(process_id=item.store_id))
+            self._guard_store(lambda: memory_process_end(process_id=store_id))
 
     def _store(self, item: Watched, snap: Snapshot) -> None:
         if not self.use_store:

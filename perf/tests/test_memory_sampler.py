@@ -40,6 +40,7 @@ def test_the_sampler_starts_no_thread_and_samples_at_the_end_of_a_request(owner_
     finally:
         stop_worker_sampler()
     assert worker_sampler() is None
+    assert sampler.process_id is not None
     assert MemoryProcess.objects.get(pk=sampler.process_id).ended_at is not None
     # Stopped: requests no longer sample.
     owner_client.get("/perf/")
