@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -45,6 +45,9 @@ from users.selectors import (
 )
 from vpnadmin.audit import audit_record
 from vpnadmin.http import AuthedHttpRequest, render_page_or_partial, wants_partial
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 VIEW = "users.view_vpnuser"
 ADD = "users.add_vpnuser"
@@ -253,41 +256,42 @@ def user_import(request: AuthedHttpRequest) -> HttpResponse:
     form = ImportForm(request.POST or None, request.FILES or None)
     context: dict[str, Any] = {"form": form, "max_rows": settings.USERS_IMPORT_MAX_ROWS}
     status = 200
-    if request.method == "POST":
+    if request.method == "POST" and form.is_valid():
         applying = request.POST.get("step") == "import"
-        if form.is_valid():
-            upload = form.cleaned_data["file"]
-            parsed = parse_users_csv(upload, max_rows=settings.USERS_IMPORT_MAX_ROWS)
-            errors = list(parsed.errors)
-            written = 0
-            if not parsed.fatal and parsed.rows:
-                write_good = form.cleaned_data["write_good_rows"]
-                if applying and (not errors or write_good):
-                    result = services.users_create_batch(
-                        actor=request.user, rows=parsed.rows, positions=parsed.lines, write_good_rows=write_good
-                    )
-                    written = result.written
-                else:
-                    _, row_errors = services.validate_new_users(parsed.rows, positions=parsed.lines)
-                    result = services.BatchResult(errors=row_errors, rows_seen=len(parsed.rows))
-                errors = sorted(errors + result.errors, key=lambda e: e.position)
-            context.update(
-                checked=True,
-                applied=applying,
-                rows=len(parsed.rows),
-                errors=errors[:1000],
-                error_count=len(errors),
-                bad_lines=len({e.position for e in errors if e.position}),
-                written=written,
-                fatal=parsed.fatal,
-            )
-            if errors:
-                status = 400 if applying and not written else 200
-        else:
-            status = 400
+        report = _import_report(form, applying=applying, actor=request.user)
+        context.update(report, checked=True, applied=applying)
+        if report["error_count"]:
+            status = 400 if applying and not report["written"] else 200
+    elif request.method == "POST":
+        status = 400
     if wants_partial(request):
         status = 200  # htmx swaps only 2xx answers; the report itself says what went wrong
     return render_page_or_partial(request, "users/import.html", context, "report", status=status)
+
+
+def _import_report(form: ImportForm, *, applying: bool, actor: User) -> dict[str, Any]:
+    """Parse the upload, then check every row or write them (all, or the good ones when asked)."""
+    parsed = parse_users_csv(form.cleaned_data["file"], max_rows=settings.USERS_IMPORT_MAX_ROWS)
+    errors = list(parsed.errors)
+    written = 0
+    if not parsed.fatal and parsed.rows:
+        write_good = form.cleaned_data["write_good_rows"]
+        if applying and (not errors or write_good):
+            result = services.users_create_batch(
+                actor=actor, rows=parsed.rows, positions=parsed.lines, write_good_rows=write_good
+            )
+            written, row_errors = result.written, result.errors
+        else:
+            _, row_errors = services.validate_new_users(parsed.rows, positions=parsed.lines)
+        errors = sorted(errors + row_errors, key=lambda e: e.position)
+    return {
+        "rows": len(parsed.rows),
+        "errors": errors[:1000],
+        "error_count": len(errors),
+        "bad_lines": len({e.position for e in errors if e.position}),
+        "written": written,
+        "fatal": parsed.fatal,
+    }
 
 
 @require_GET
