@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import sys
 from dataclasses import asdict
 
 from django.conf import settings
@@ -10,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_not_required, permission_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.db import DatabaseError
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
@@ -131,7 +132,16 @@ def page_not_found(request: HttpRequest, exception: Exception | None = None) -> 
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    # No context processors beyond the request: the database may be what failed.
+    """The 500 page; a database that does not answer is a 503 (it will come back).
+
+    Called while the exception is being handled, so it can tell the two apart even when
+    a middleware (the session lookup) raised, where no view's handler could catch it.
+    The pages render without the user or messages: the database may be what failed.
+    """
+    if isinstance(sys.exc_info()[1], OperationalError | InterfaceError):
+        response = render(request, "503.html", status=503)
+        response["Retry-After"] = "5"
+        return response
     return render(request, "500.html", status=500)
 
 
