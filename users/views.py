@@ -44,7 +44,7 @@ from users.selectors import (
     users_stats,
 )
 from vpnadmin.audit import audit_record
-from vpnadmin.http import AuthedHttpRequest, render_page_or_partial, wants_partial
+from vpnadmin.http import AuthedHttpRequest, bounded_stream, render_page_or_partial, wants_partial
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -306,6 +306,7 @@ def user_export(request: AuthedHttpRequest) -> HttpResponseBase:
     except SearchRefused as exc:
         return HttpResponse(str(exc), status=400, content_type="text/plain; charset=utf-8")
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    response = StreamingHttpResponse(csv_lines(export_rows(flt)), content_type="text/csv; charset=utf-8")
+    lines = bounded_stream(csv_lines(export_rows(flt)), seconds=settings.EXPORT_TIME_LIMIT, what="export")
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="vpn-users-{stamp}.csv"'
     return response

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from django.http import HttpRequest, HttpResponse
@@ -42,3 +44,18 @@ def render_page_or_partial(
     # Caches must not serve the partial to a full-page request or the other way round.
     response.headers["Vary"] = "HX-Request"
     return response
+
+
+def bounded_stream(lines: Iterable[str], *, seconds: float, what: str) -> Iterator[str]:
+    """Stream `lines` for at most `seconds`, then end with one line saying it was cut.
+
+    A streamed download holds a web thread (and a database cursor) while it runs; a
+    filter matching millions of rows, or a client reading slowly, must not hold it for
+    longer than this. The last line starts with "#" so a CSV reader sees it as a comment.
+    """
+    deadline = time.monotonic() + seconds
+    for line in lines:
+        yield line
+        if time.monotonic() > deadline:
+            yield f"# {what} stopped after {seconds:g} s; narrow the filter and download the rest separately\r\n"
+            return
