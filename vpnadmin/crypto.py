@@ -173,7 +173,12 @@ class DecryptionErrorMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not isinstance(exception, DecryptionError):
             return None
-        response = TemplateResponse(request, "vpnadmin/key_error.html", {"message": str(exception)}, status=503)
+        # Staff get the key set and the way out; anyone else (a subscription client) only
+        # learns that the service is unavailable.
+        user = getattr(request, "user", None)
+        staff = bool(user is not None and user.is_authenticated and user.is_staff)
+        message = str(exception) if staff else "Stored secrets cannot be read right now. Try again later."
+        response = TemplateResponse(request, "vpnadmin/key_error.html", {"message": message}, status=503)
         response.render()
         return response
 

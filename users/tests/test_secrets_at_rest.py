@@ -13,7 +13,8 @@ from cryptography.fernet import Fernet
 from django.core.exceptions import FieldError
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, transaction
-from django.test import Client
+from django.http import HttpResponse
+from django.test import Client, override_settings
 
 from containers.models import DockerHost, VpnServer
 from containers.services import servers_create
@@ -236,3 +237,44 @@ def test_a_pg_dump_of_the_database_holds_no_plaintext_secret(key_a: str) -> None
     assert "vl-one" in dump
     leaked = [secret for secret in secrets if secret in dump]
     assert leaked == []
+
+
+def test_an_anonymous_caller_hitting_an_unreadable_secret_learns_nothing_about_the_keys(key_a: str) -> None:
+    from django.contrib.auth.models import AnonymousUser
+    from django.test import RequestFactory
+
+    from vpnadmin.crypto import DecryptionError, DecryptionErrorMiddleware, decrypt, encrypt
+
+    token = encrypt("subscription secret")
+    request = RequestFactory().get("/sub/some-token/")
+    request.user = AnonymousUser()
+    with override_settings(VPNADMIN_ENCRYPTION_KEYS=[KEY_B]):
+        with pytest.raises(DecryptionError) as error:
+            decrypt(token)
+        response = DecryptionErrorMiddleware(lambda r: HttpResponse())(request)
+        answer = DecryptionErrorMiddleware(lambda r: HttpResponse()).process_exception(request, error.value)
+    assert response.status_code == 200
+    assert answer is not None and answer.status_code == 503
+    page = answer.content.decode()
+    assert "cannot be read right now" in page
+    assert fingerprint(KEY_B) not in page and "VPNADMIN_ENCRYPTION_KEYS" not in page
+
+
+def test_rotation_leaves_a_row_that_a_request_rewrote_meanwhile_as_the_request_wrote_it(
+    key_a: str, settings: Any
+) -> None:
+    from vpnadmin.crypto import ENCRYPTED_COLUMNS, reencrypt, rewrite_column
+
+    user = _three_users()["shadowsocks"]
+    settings.VPNADMIN_ENCRYPTION_KEYS = [KEY_B, KEY_A]
+
+    def rotate_while_a_request_writes(old: str) -> str:
+        # A page saves this row between the batch's read and its write.
+        VpnUser.objects.filter(pk=user.pk).update(credential_password="set-by-a-request")
+        return reencrypt(old)
+
+    target = next(c for c in ENCRYPTED_COLUMNS if c.column == "credential_password")
+    assert rewrite_column(connection, target, rotate_while_a_request_writes) == 0
+    # The request wrote under the newest key: the row needs no rotation and opens without the old key.
+    settings.VPNADMIN_ENCRYPTION_KEYS = [KEY_B]
+    assert VpnUser.objects.get(pk=user.pk).credential_password == "set-by-a-request"
