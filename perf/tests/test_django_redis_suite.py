@@ -8,7 +8,8 @@ settings), once with the stock `django_redis.cache.RedisCache` and once with
 backend gets a private redis-server on a free 127.0.0.1 port: the suite FLUSHes the
 databases it uses, which must not touch the shared Redis other test runs use.
 
-The tagged backend must give exactly the stock result, test by test, in the same run.
+The tagged backend must give exactly the stock result, test by test, in the same run (a
+test whose outcomes differ is run once more, alone, for both, before they are compared).
 Not run, for either backend: the Sentinel variants (they need Redis Sentinel) and the
 unix-socket variant (a server at a fixed socket path).
 """
@@ -25,7 +26,7 @@ import tarfile
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -122,11 +123,12 @@ def _prepare(archive: Path, target: Path, backend: str, port: int) -> Path:
     return tests.parent
 
 
-def _run_variant(root: Path, variant: str, report: Path) -> dict[str, str]:
+def _run_variant(root: Path, variant: str, report: Path, tests: Iterable[str] = ("tests",)) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
     env.update(SUITE_VARIANT=variant, PYTHONPATH=str(REPO))
+    report.unlink(missing_ok=True)
     subprocess.run(
-        [*PYTEST, "--rootdir", str(root), f"--junitxml={report}", "tests"],
+        [*PYTEST, "--rootdir", str(root), f"--junitxml={report}", *tests],
         cwd=root,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -161,12 +163,48 @@ def suite_results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tup
                 job: pool.submit(_run_variant, roots[job[0]], job[1], roots[job[0]] / f"{job[1]}.xml") for job in jobs
             }
             results = {job: future.result() for job, future in futures.items()}
+        for variant in VARIANTS:
+            _rerun_differences(roots, variant, results)
         _write_summary(results)
         yield results
     finally:
         for server in servers:
             server.terminate()
             server.wait(timeout=10)
+
+
+def _differences(results: dict[tuple[str, str], dict[str, str]], variant: str) -> dict[str, tuple[str, str]]:
+    stock, tagged = results["stock", variant], results["tagged", variant]
+    return {
+        test: (stock.get(test, "absent"), tagged.get(test, "absent"))
+        for test in sorted(set(stock) | set(tagged))
+        if stock.get(test) != tagged.get(test)
+    }
+
+
+def _node_id(root: Path, test: str) -> str:
+    """`tests.test_x.TestY::test_z[v]` (JUnit's classname::name) as a pytest node id."""
+    classname, name = test.split("::", 1)
+    parts = classname.split(".")
+    for cut in range(len(parts), 0, -1):
+        if (root / Path(*parts[:cut])).with_suffix(".py").exists():
+            return "::".join([str(Path(*parts[:cut]).with_suffix(".py")), *parts[cut:], name])
+    return test
+
+
+def _rerun_differences(roots: dict[str, Path], variant: str, results: dict[tuple[str, str], dict[str, str]]) -> None:
+    """Run the tests whose outcomes differ once more, alone, for both backends.
+
+    Twenty processes at once on two cores make the suite's own timing tests wobble now
+    and then; a difference that is the backend's shows again, one that was the load does
+    not.
+    """
+    differing = _differences(results, variant)
+    if not differing:
+        return
+    for name, root in roots.items():
+        again = _run_variant(root, variant, root / f"{variant}-again.xml", [_node_id(root, t) for t in differing])
+        results[name, variant].update(again)
 
 
 def _write_summary(results: dict[tuple[str, str], dict[str, str]]) -> None:
@@ -189,13 +227,9 @@ def _write_summary(results: dict[tuple[str, str], dict[str, str]]) -> None:
 def test_the_tagged_backend_gives_the_stock_result_in_django_redis_suite(
     suite_results: dict[tuple[str, str], dict[str, str]], variant: str
 ) -> None:
-    stock, tagged = suite_results["stock", variant], suite_results["tagged", variant]
+    stock = suite_results["stock", variant]
     assert len(stock) >= MIN_RESULTS, f"the stock run of {variant} reported only {len(stock)} results"
-    differences = {
-        test: (stock.get(test, "absent"), tagged.get(test, "absent"))
-        for test in sorted(set(stock) | set(tagged))
-        if stock.get(test) != tagged.get(test)
-    }
+    differences = _differences(suite_results, variant)
     assert not differences, f"{variant}: (stock, tagged) differ for " + "; ".join(
         f"{test}: {pair}" for test, pair in differences.items()
     )
