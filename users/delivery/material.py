@@ -36,19 +36,20 @@ class Delivery:
     items: list[DeliveryItem] = field(default_factory=list)
 
 
-def delivery_items(profile: Profile) -> list[DeliveryItem]:
+def delivery_items(profile: Profile, *, with_qr: bool = True) -> list[DeliveryItem]:
+    """The links and files of one profile, each with its QR code (left out: `with_qr=False`)."""
+
+    def qr(text: str, title: str) -> SafeString:
+        return qr_svg(text, title=title) if with_qr else SafeString("")
+
     link = share_link(profile)
     label = {"vless": "VLESS link", "shadowsocks": "Shadowsocks link (SIP002)", "wireguard": "WireGuard link"}
-    items = [DeliveryItem(label[str(profile.protocol.value)], link, qr_svg(link, title=f"{profile.name}: link"))]
+    items = [DeliveryItem(label[str(profile.protocol.value)], link, qr(link, f"{profile.name}: link"))]
     if isinstance(profile, WireGuardProfile):
         conf = wireguard_conf(profile)
         # The .conf first: it is what the WireGuard apps import (their QR scanner reads this).
-        items.insert(
-            0,
-            DeliveryItem(
-                "WireGuard file", conf, qr_svg(conf, title=f"{profile.name}: .conf"), conf_filename(profile.name)
-            ),
-        )
+        conf_qr = qr(conf, f"{profile.name}: .conf")
+        items.insert(0, DeliveryItem("WireGuard file", conf, conf_qr, conf_filename(profile.name)))
     return items
 
 

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -72,6 +73,16 @@ class _LocalWindows:
 _local = _LocalWindows()
 
 
+# INCR, and start the window's expiry on its first hit: one round trip, atomic (a key
+# can never be left without a TTL by a worker dying between two commands).
+_INCR_SCRIPT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+_script: Any = None  # redis-py's Script (SHA cached, EVALSHA with a fallback), made on first use
+
+
 def _redis_hit(name: str, period: int) -> int | None:
     """INCR in Redis, or None when Redis is not there (the caller counts locally)."""
     client_factory = getattr(getattr(cache, "client", None), "get_client", None)
@@ -79,12 +90,11 @@ def _redis_hit(name: str, period: int) -> int | None:
         return None
     try:
         client = client_factory(write=True)  # raises while the cache's breaker is open
-        pipe = client.pipeline(transaction=False)
-        pipe.incr(name)
-        pipe.expire(name, period + 1)  # the window is in the key: refreshing the TTL is harmless
-        count, _ = pipe.execute()
-        return int(count)
-    except Exception as error:
+        global _script  # one Script per process (EVALSHA, SHA cached), bound to no client
+        if _script is None:
+            _script = client.register_script(_INCR_SCRIPT)
+        return int(_script(keys=[name], args=[period + 1], client=client))
+    except Exception as error:  # any Redis failure means "count locally"
         breaker = getattr(cache, "breaker", None)
         if breaker is not None and not breaker.is_open:
             breaker.trip(error)  # the rest of this request (the cache read) skips Redis too

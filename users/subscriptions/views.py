@@ -102,7 +102,7 @@ def subscription(request: HttpRequest, token: str) -> HttpResponse:
         names = ", ".join(sorted(set(negotiate.FORMAT_NAMES)))
         return _private(_text(f"Unknown format {request.GET.get('format', '')[:40]!r}. Use one of: {names}.", 400))
     if fmt == negotiate.HTML:
-        response = _subscription_page(request, data, token)
+        response = subscription_page(request, data, token)
     elif fmt == negotiate.WIREGUARD:
         response = _wireguard_file(data)
     else:
@@ -124,14 +124,17 @@ def _wireguard_file(data: SubscriptionData) -> HttpResponse:
     return response
 
 
-def _subscription_page(request: HttpRequest, data: SubscriptionData, token: str) -> HttpResponse:
+def subscription_page(
+    request: HttpRequest, data: SubscriptionData, token: str, *, with_qr: bool = True
+) -> HttpResponse:
+    """The human page; `with_qr=False` is the same page without its QR codes (the benchmark's baseline)."""
     url = subscription_url(request, token)
-    items = [item for profile in data.profiles for item in delivery_items(profile)]
+    items = [item for profile in data.profiles for item in delivery_items(profile, with_qr=with_qr)]
     context = {
         "data": data,
         "items": items,
         "subscription_url": url,
-        "subscription_qr": qr_svg(url, title="Subscription URL"),
+        "subscription_qr": qr_svg(url, title="Subscription URL") if with_qr else "",
         "remaining": None if data.limit is None else max(data.limit - data.used, 0),
         "percent": min(100, round(100 * data.used / data.limit)) if data.limit else None,
         "wireguard_url": f"{url}?format=wireguard" if data.protocol == Protocol.WIREGUARD and data.profiles else "",
