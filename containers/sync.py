@@ -147,7 +147,9 @@ def servers_apply(*, server_id: int) -> ApplyOutcome:
         kind.allocate(server)
         files = kind.render(server, desired_users(server))
         digest = config_digest(files)
-        if applied_digest(server) == digest:
+        # The server itself holds the hash of what it serves; ask it only when the stored
+        # hash says nothing changed (a recreated container has none): one call saved per change.
+        if digest == server.config_hash and applied_digest(server) == digest:
             _record(server, state=ApplyState.APPLIED, message="", dirty_at=dirty_at, config_hash=digest)
             return ApplyOutcome(server_id, ApplyState.APPLIED, message="same config, nothing to do")
         if kind.reload_resets_counters:
@@ -237,22 +239,27 @@ def _read_counters(server: VpnServer) -> dict[str, tuple[int, int]] | str:
 
 def servers_poll_traffic(*, server_ids: Sequence[int] | None = None) -> PollResult:
     """Read running servers' counters and add the deltas to their users in one write."""
-    from users.services import users_record_traffic
-
     servers = VpnServer.objects.select_related("host").filter(
         desired_state=DesiredState.RUNNING, observed_state=ObservedState.RUNNING, host__enabled=True
     )
     if server_ids is not None:
         servers = servers.filter(pk__in=list(server_ids))
     targets = list(servers)
-    result = PollResult()
     if not targets:
-        return result
+        return PollResult()
     with ThreadPoolExecutor(max_workers=min(POLL_CONCURRENCY, len(targets))) as pool:
         readings = list(pool.map(_read_counters, targets))
+    return servers_record_readings(readings=list(zip(targets, readings, strict=True)))
+
+
+def servers_record_readings(*, readings: Sequence[tuple[VpnServer, dict[str, tuple[int, int]] | str]]) -> PollResult:
+    """Turn counter readings (or the reason a server could not be read) into one traffic write."""
+    from users.services import users_record_traffic
+
+    result = PollResult()
     usage: dict[int, int] = {}
     updates: list[tuple[VpnServer, dict[str, list[int]], int]] = []
-    for server, reading in zip(targets, readings, strict=True):
+    for server, reading in readings:
         if isinstance(reading, str):
             result.errors[server.pk] = reading
             continue
@@ -269,6 +276,7 @@ def servers_poll_traffic(*, server_ids: Sequence[int] | None = None) -> PollResu
             VpnServer.objects.filter(pk=server.pk).update(
                 traffic_baseline=baseline, traffic_total=F("traffic_total") + total, polled_at=now
             )
+            server.traffic_baseline = baseline
         expiring = _servers_with_expiries(updates, now)
         if expiring:
             servers_mark_dirty(server_ids=expiring)

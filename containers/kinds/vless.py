@@ -86,21 +86,19 @@ class VlessKind:
 
     def apply(self, server: VpnServer, files: Files, digest: str) -> ApplyResult:
         put_files(server, files)
-        code, output = run(server, ["v2ray", "-test", "-config", f"{CONFIG_DIR}/{CONFIG}.next"])
-        if code != 0:
-            run(server, ["rm", "-f", f"{CONFIG_DIR}/{CONFIG}.next"])
-            raise ApplyRejected(core_message(output) or f"v2ray -test exited with {code}")
-        # Swap, record, then kill the core: the entrypoint's loop starts it on the new file.
-        run_checked(
-            server,
-            [
-                "sh",
-                "-c",
-                f"cd {CONFIG_DIR} && {swap([CONFIG])} && {record_applied(digest)}"
-                " && { [ -s /run/core.pid ] && kill $(cat /run/core.pid) 2>/dev/null; true; }",
-            ],
+        # One exec: check the new file with the core itself; only then swap it in, record it
+        # and kill the core (the entrypoint's loop starts it again on the new file). A
+        # refused file is removed and the serving core is never touched.
+        script = (
+            f"cd {CONFIG_DIR} && if ! out=$(v2ray -test -config {CONFIG}.next 2>&1); then"
+            f' rm -f {CONFIG}.next; echo "$out"; exit 3; fi'
+            f" && {swap([CONFIG])} && {record_applied(digest)}"
+            " && { [ -s /run/core.pid ] && kill $(cat /run/core.pid) 2>/dev/null; true; }"
         )
-        return ApplyResult(changed=True, calls=1, detail="config written, core reloaded")
+        code, output = run(server, ["sh", "-c", script])
+        if code != 0:
+            raise ApplyRejected(core_message(output) or f"v2ray -test exited with {code}")
+        return ApplyResult(changed=True, calls=1, detail="config checked, written, core reloaded")
 
     def counters(self, server: VpnServer) -> dict[str, tuple[int, int]]:
         output = run_checked(
