@@ -22,6 +22,7 @@ command -v wireguard-go >/dev/null || need+=(wireguard-go)
 command -v wg >/dev/null || need+=(wireguard-tools)
 command -v socat >/dev/null || need+=(socat)
 command -v openssl >/dev/null || need+=(openssl)  # the e2e nginx test's self-signed certificate
+command -v zbarimg >/dev/null || need+=(zbar-tools)  # reads the QR codes back in the delivery tests
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   apt-get update -qq
