@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.harness import Row, gunicorn, http_get, interleaved_medians
 
-REQUESTS_PER_ROUND = 50
+REQUESTS_PER_ROUND = 100
 CHANGES = 100
 V2RAYN = {"User-Agent": "v2rayN/6.42"}
 BROWSER = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0", "Accept": "text/html"}
@@ -110,7 +110,7 @@ def run() -> list[Row]:
                     "page_qr": lambda: fetches(page, BROWSER),
                     "page_plain": lambda: fetches(f"{app.url}/bench-noqr/{wg_token}/", BROWSER),
                 },
-                rounds=5,
+                rounds=9,
             )
     per = {name: value / REQUESTS_PER_ROUND for name, value in medians.items()}
     per["changed"] = statistics.median(after_change)
