@@ -10,7 +10,7 @@
   starts to show.
 - One sample in a Django process (RSS + USS + gc + object counts by type) against the
   default interval: the share of a worker's time the sampler takes.
-- Detection, on real processes (perf/tests/memory_workloads.py served over HTTP): a
+- Detection, on real processes (perf/memory/workloads.py served over HTTP): a
   worker leaking 100 KB per request (20 requests between snapshots, 0-4 MB of noise),
   snapshots until a finding of medium or worse, the worst of several trials, against the
   10-snapshot budget; and a flat worker with the same noise, 200 snapshots, every one of
@@ -31,7 +31,7 @@ import psutil
 from bench.harness import Row, gunicorn, http_get, login_session_cookie, median_seconds
 from perf.memory.leaks import SEVERITIES, detect
 from perf.memory.profiler import MemoryProfiler, ProfilerConfig, Snapshot, external_snapshot
-from perf.tests.memory_support import workload
+from perf.memory.workloads import workload
 
 CLIENTS = 4
 BLOCK = 48

@@ -16,8 +16,8 @@ from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from conftest import REPO, child_env
+from perf.memory.workloads import workload
 from perf.models import MemoryProcess, MemorySnapshot
-from perf.tests.memory_support import workload
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ import psutil
 
 from perf.memory.leaks import SEVERITIES, detect, fit_trend, severity_for
 from perf.memory.profiler import MB, MemoryProfiler, ProfilerConfig, Snapshot, external_snapshot
-from perf.tests.memory_support import workload
+from perf.memory.workloads import workload
 
 CONFIG = ProfilerConfig()
 AT_LEAST_MEDIUM = set(SEVERITIES[SEVERITIES.index("medium") :])

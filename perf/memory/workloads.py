@@ -1,7 +1,10 @@
-"""Real processes for the leak detector's tests and benchmarks (standard library only).
+"""Calibration workloads for the leak detector: real processes that leak, or only churn.
 
-    python perf/tests/memory_workloads.py leak --leak-kb 1024 --tick 0.05
-    python perf/tests/memory_workloads.py flat --noise-mb 8 --serve
+The detector's tests and its benchmark run them, and an operator can point
+`profilememory` at one to see what a finding looks like (standard library only):
+
+    python -m perf.memory.workloads leak --leak-kb 1024 --tick 0.05
+    python -m perf.memory.workloads flat --noise-mb 8 --serve
 
 `leak` keeps a steady amount per unit of work and churns some noise besides; `flat`
 only churns: it holds a random amount for one unit of work and frees it, so RSS goes up
@@ -14,10 +17,18 @@ from __future__ import annotations
 import argparse
 import mmap
 import random
+import subprocess
 import sys
 import threading
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
 
 _kept: list[bytes] = []
 _noise: list[object] = []
@@ -76,6 +87,43 @@ def main(argv: list[str]) -> int:
     print(server.server_address[1], flush=True)
     server.serve_forever()
     return 0
+
+
+# --- started and stopped from tests and benchmarks ---------------------------------------
+
+
+@dataclass
+class Workload:
+    process: subprocess.Popen[str]
+    port: int | None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def requests(self, count: int) -> None:
+        for _ in range(count):
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=10) as answer:
+                answer.read()
+
+
+@contextmanager
+def workload(mode: str, *args: str, serve: bool = True, tick: float = 0.05) -> Iterator[Workload]:
+    driver = ["--serve"] if serve else ["--tick", str(tick)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "perf.memory.workloads", mode, *driver, *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,  # where `perf` is importable from, whatever the caller's directory
+    )
+    try:
+        first = process.stdout.readline().strip() if process.stdout else ""
+        yield Workload(process, int(first) if serve else None)
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+        if process.stdout:
+            process.stdout.close()
 
 
 if __name__ == "__main__":
