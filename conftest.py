@@ -100,11 +100,8 @@ def _fresh_health_answers() -> None:
 
 
 def _delete_own_keys() -> None:
-    if hasattr(cache, "delete_pattern"):
-        # Only keys under this run's prefix: other keys on the machine stay.
-        cache.delete_pattern("*")
-    else:
-        cache.clear()
+    # Only keys under this run's prefix (perf.cache's clear()): other keys on the machine stay.
+    cache.clear()
 
 
 @pytest.fixture(autouse=True)
