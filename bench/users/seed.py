@@ -84,7 +84,8 @@ def ensure_users(count: int, *, out: Any = sys.stdout) -> int:
         return existing
     print(f"users: seeding {count:,} users into {connection.settings_dict['NAME']} (was {existing:,})", file=out)
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE users_vpnuser")
+        # CASCADE: rows that reference users (subscriptions) go with the seed they belonged to.
+        cursor.execute("TRUNCATE users_vpnuser CASCADE")
     started = time.monotonic()
     for start in range(0, count, CHUNK):
         rows = [row(i, now, count) for i in range(start, min(start + CHUNK, count))]

@@ -138,7 +138,9 @@ def test_the_next_link_leads_to_the_next_rows(owner_client: Client, monkeypatch:
     make_users(12)
     html = _text(owner_client.get("/users/?protocol=vless"))
     assert "user0011" in html and "user0006" not in html
-    next_query = re.search(r'rel="next" href="\?([^"]+)"', html).group(1).replace("&amp;", "&")
+    found = re.search(r'rel="next" href="\?([^"]+)"', html)
+    assert found
+    next_query = found.group(1).replace("&amp;", "&")
     assert "protocol=vless" in next_query
     second = _text(owner_client.get(f"/users/?{next_query}"))
     assert "user0006" in second and "user0011" not in second

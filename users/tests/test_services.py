@@ -124,7 +124,11 @@ def test_each_user_gets_its_own_values_in_one_update() -> None:
 
 def test_an_update_with_one_bad_value_writes_nothing() -> None:
     ids = make_users(3)
-    changes = {ids[0]: {"used_traffic": 5}, ids[1]: {"used_traffic": -1}, ids[2]: {"username": "renamed"}}
+    changes: dict[int, dict[str, Any]] = {
+        ids[0]: {"used_traffic": 5},
+        ids[1]: {"used_traffic": -1},
+        ids[2]: {"username": "renamed"},
+    }
     result = services.users_update_batch(actor=None, changes=changes)
     assert result.written == 0
     assert {e.position for e in result.errors} == {2, 3}
@@ -175,8 +179,10 @@ def test_extending_expiry_moves_dates_later_and_lengthens_holds() -> None:
     edit = services.BulkEdit(add_days=5)
     assert services.users_bulk_edit(actor=None, users=VpnUser.objects.all(), edit=edit) == 4
     users = {u.username: u for u in VpnUser.objects.all()}
-    assert abs((users["future"].expire_at - now).days - 15) <= 1
-    assert abs((users["past"].expire_at - now).days - 5) <= 1
+    future, past = users["future"].expire_at, users["past"].expire_at
+    assert future is not None and past is not None
+    assert abs((future - now).days - 15) <= 1
+    assert abs((past - now).days - 5) <= 1
     assert users["holding"].on_hold_days == 35
     assert users["forever"].expire_at is None
 
@@ -240,7 +246,8 @@ def test_recorded_traffic_adds_up_and_starts_an_on_hold_expiry() -> None:
     assert result.ok and result.written == 2
     users = {u.username: u for u in VpnUser.objects.all()}
     assert (users["holder"].used_traffic, users["regular"].used_traffic) == (1005, 101)
-    assert abs((users["holder"].expire_at - timezone.now()).days - 10) <= 1
+    holder_expiry = users["holder"].expire_at
+    assert holder_expiry is not None and abs((holder_expiry - timezone.now()).days - 10) <= 1
     assert users["idle"].expire_at is None and users["idle"].last_online_at is None
     assert users["holder"].last_online_at is not None
 
