@@ -24,6 +24,8 @@ graceful_timeout = 20
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "5000"))
 max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "500"))
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None  # empty: no access log
+# Access lines with /sub/<token> redacted: a subscription token in a log is a working URL.
+logger_class = "users.subscriptions.redact.RedactingGunicornLogger"
 errorlog = "-"
 wsgi_app = "vpnadmin.wsgi:application"
 

@@ -334,9 +334,15 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     # Every line names its request (the X-Request-ID header and the audit entries carry the same id).
-    "filters": {"request_id": {"()": "vpnadmin.requestctx.RequestIdLogFilter"}},
+    "filters": {
+        "request_id": {"()": "vpnadmin.requestctx.RequestIdLogFilter"},
+        # A subscription token in a log line is a working URL: /sub/<token> is logged redacted.
+        "redact_tokens": {"()": "users.subscriptions.redact.RedactSubscriptionTokens"},
+    },
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [%(request_id)s] %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id", "redact_tokens"]}
+    },
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
