@@ -303,9 +303,14 @@ def _text(value: bytes | str) -> str:
 
 
 def _default_buffer() -> MetricsBuffer | None:
-    from django.core.cache import cache
+    from django.core.exceptions import ImproperlyConfigured
 
-    return getattr(cache, "metrics", None)
+    from perf.cache.tags import tagged_cache
+
+    try:
+        return tagged_cache().metrics
+    except ImproperlyConfigured:  # settings that name another backend: no metrics to read
+        return None
 
 
 class CacheMetricsUnavailable(RuntimeError):
