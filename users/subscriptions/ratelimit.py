@@ -20,6 +20,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
 
+from vpnadmin.requestctx import client_ip
+
 logger = logging.getLogger(__name__)
 
 # Addresses the per-process fallback remembers; beyond that the oldest window is dropped.
@@ -35,11 +37,15 @@ class Verdict:
 
 
 def client_key(request: HttpRequest) -> str:
-    """The client's address (an IPv6 client by its /64: one host usually holds the whole prefix)."""
+    """The client's address (an IPv6 client by its /64: one host usually holds the whole prefix).
+
+    The address the app believes everywhere (`vpnadmin.requestctx.client_ip`: behind
+    BEHIND_PROXY the right-most X-Forwarded-For entry, the one our proxy appended), or
+    SUBSCRIPTION_CLIENT_IP_HEADER when a proxy passes it in a header of its own.
+    """
     header = settings.SUBSCRIPTION_CLIENT_IP_HEADER
-    raw = request.META.get(header, "") if header else ""
-    # X-Forwarded-For may list a chain: the proxy appends the address it saw last.
-    raw = raw.split(",")[-1].strip() if raw else request.META.get("REMOTE_ADDR", "")
+    raw = request.META.get(header, "").strip() if header else ""
+    raw = raw or client_ip(request)
     try:
         address = ipaddress.ip_address(raw)
     except ValueError:

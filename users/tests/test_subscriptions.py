@@ -401,6 +401,20 @@ def test_requests_beyond_the_limit_get_429_wrong_tokens_count_too_and_other_addr
     assert fetch(token, REMOTE_ADDR="2001:db8:1:2::ffff").status_code == 429
 
 
+@override_settings(SUBSCRIPTION_RATE_LIMIT=2, SUBSCRIPTION_RATE_PERIOD=60, BEHIND_PROXY=True)
+def test_behind_the_proxy_each_client_is_limited_by_the_address_the_proxy_appended(
+    make_user: Callable[..., VpnUser],
+) -> None:
+    token = issue(make_user())
+
+    def via_proxy(chain: str) -> int:
+        return int(fetch(token, REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR=chain).status_code)
+
+    # The left entries are whatever the client sent: forging them does not buy a new budget.
+    assert [via_proxy(f"10.0.0.{i}, 198.51.100.7") for i in range(3)] == [200, 200, 429]
+    assert via_proxy("198.51.100.8") == 200  # another client behind the same proxy
+
+
 def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
