@@ -6,7 +6,8 @@ page from 127.0.0.1 through the real VLESS server; the same for `ss://` with ss-
 and for the sing-box JSON run by sing-box itself. The WireGuard `.conf` passes
 `wg-quick strip` and carries exactly the key, port and address the server reports in
 `wg show`. Servers and fixtures are the data plane's (containers/tests/vpn_fixtures.py);
-every byte stays on 127.0.0.1 (WireGuard: inside the server container's own namespace).
+every byte stays on 127.0.0.1 or inside namespaces the test makes (WireGuard: a handshake
+and a fetch set up from the panel's `.conf` alone, in a namespace joined to the server's).
 """
 
 # The data-plane fixtures are imported below: test arguments shadow them by design.
@@ -21,6 +22,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -243,3 +245,99 @@ def test_the_wireguard_conf_passes_wg_quick_strip_and_carries_what_the_server_re
     derived = subprocess.run(["wg", "pubkey"], input=values[("Interface", "PrivateKey")] + "\n",
                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
     assert derived == user.wg_public_key
+
+
+# --- a WireGuard handshake with exactly the panel's .conf ------------------------------------------------
+
+
+def _ns(netns: str | None, *argv: str) -> str:
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    done = subprocess.run([*prefix, *argv], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"{argv}: {done.stderr}"
+    return done.stdout
+
+
+@contextlib.contextmanager
+def _namespace_joined_to(server: VpnServer) -> Iterator[str]:
+    """A network namespace of this test's own, joined to the server container's by a veth pair.
+
+    Both ends are made inside those two namespaces (192.0.2.1 here, 192.0.2.2 in the
+    container): nothing touches the machine's own namespace and there is no route out.
+    """
+    import docker
+    from django.conf import settings
+
+    tag = uuid.uuid4().hex[:6]
+    netns = f"h7wg-{tag}"
+    pid = docker.APIClient(base_url=settings.DOCKER_HOST, version="1.41").inspect_container(server.container_id)
+    _ns(None, "ip", "netns", "add", netns)
+    try:
+        _ns(netns, "ip", "link", "set", "lo", "up")
+        _ns(netns, "ip", "link", "add", f"vc{tag}", "type", "veth", "peer", "name", "vs0", "netns",
+            str(pid["State"]["Pid"]))  # fmt: skip
+        _ns(netns, "ip", "address", "add", "192.0.2.1/30", "dev", f"vc{tag}")
+        _ns(netns, "ip", "link", "set", f"vc{tag}", "up")
+        exec_in(server, "ip", "address", "add", "192.0.2.2/30", "dev", "vs0")
+        exec_in(server, "ip", "link", "set", "vs0", "up")
+        yield netns
+    finally:
+        subprocess.run(["ip", "netns", "del", netns], check=False)
+
+
+@contextlib.contextmanager
+def _wg_quick_like(netns: str, conf_path: Path, tmp_path: Path) -> Iterator[str]:
+    """What wg-quick does with the file, inside the test's namespace: interface, `wg setconf`
+    of the stripped file, the file's Address, and the routes its AllowedIPs ask for."""
+    values = _conf_values(conf_path.read_text())
+    iface = f"wgc{uuid.uuid4().hex[:6]}"
+    with (tmp_path / f"{iface}.log").open("wb") as log:
+        process = subprocess.Popen(["ip", "netns", "exec", netns, "wireguard-go", "-f", iface],
+                                   stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        for _ in range(100):
+            if Path(f"/var/run/wireguard/{iface}.sock").exists():
+                break
+            time.sleep(0.05)
+        stripped = tmp_path / "stripped.conf"
+        stripped.write_text(_ns(None, "wg-quick", "strip", str(conf_path)))
+        _ns(netns, "wg", "setconf", iface, str(stripped))
+        _ns(netns, "ip", "address", "add", values[("Interface", "Address")], "dev", iface)
+        _ns(netns, "ip", "link", "set", iface, "up")
+        for allowed in values[("Peer", "AllowedIPs")].split(","):
+            if ":" not in allowed:  # the namespace has no IPv6 path to the server
+                _ns(netns, "ip", "route", "add", allowed.strip(), "dev", iface)
+        yield iface
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_a_wireguard_client_set_up_from_the_panels_conf_alone_handshakes_and_fetches_a_page(
+    tun_host: DockerHost, start_server: Callable[..., VpnServer], live_app: LiveApp, tmp_path: Path
+) -> None:
+    server = start_server(tun_host, "wireguard")
+    (user,) = _serve_users(server, "wireguard", "frank")
+    # Clients dial the server's public host: here its end of the test's veth pair.
+    VpnServer.objects.filter(pk=server.pk).update(public_host="192.0.2.2")
+    conf_path = tmp_path / "frank.conf"
+    conf_path.write_bytes(_subscription(live_app, user, query="?format=wireguard"))
+    assert f"Endpoint = 192.0.2.2:{server.port}" in conf_path.read_text()
+    exec_in(server, "sh", "-c", "mkdir -p /www && head -c 50000 /dev/urandom > /www/blob")
+    exec_in(server, "httpd", "-p", "10.8.0.1:8080", "-h", "/www")
+
+    with _namespace_joined_to(server) as netns, _wg_quick_like(netns, conf_path, tmp_path):
+        curl = ["ip", "netns", "exec", netns, "curl", "-s", "-o", "/dev/null", "-w", "%{size_download}"]
+        got = 0
+        for _ in range(20):
+            done = subprocess.run([*curl, "--max-time", "5", "http://10.8.0.1:8080/blob"], capture_output=True,
+                                  text=True, check=False)  # fmt: skip
+            got = int(done.stdout or 0)
+            if got == 50000:
+                break
+            time.sleep(0.25)
+        assert got == 50000
+    handshakes = {
+        fields[0]: int(fields[4])
+        for fields in (line.split("\t") for line in exec_in(server, "wg", "show", "wg0", "dump").splitlines()[1:])
+    }
+    assert handshakes[user.wg_public_key] > 0
