@@ -23,6 +23,7 @@ from django.utils.functional import cached_property
 
 from users import services
 from users.bulk import BULK_ACTIONS, BulkAction, bulk_step
+from users.credentials import CREDENTIAL_COLUMNS
 from users.models import Status, VpnUser, status_expression, status_q
 from users.schema import FORM_FIELDS
 from users.selectors import UNINDEXED_SORTABLE, CountInfo, SearchRefused, apply_search, count_users, unindexed_order
@@ -152,7 +153,7 @@ class VpnUserAdmin(admin.ModelAdmin):
         return (
             super()
             .get_queryset(request)
-            .defer("credential_uuid", "credential_password", "wg_private_key", "wg_public_key", "note")
+            .defer(*CREDENTIAL_COLUMNS, "note")
             .annotate(status=status_expression(timezone.now()))
         )
 

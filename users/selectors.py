@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from containers.models import VpnServer
 from perf.cache import tagged_cache
+from users.credentials import CREDENTIAL_COLUMNS
 from users.models import Protocol, Status, VpnUser, status_expression, status_q
 from users.schema import EXPORT_COLUMNS, EXPORT_READS, LIST_READS
 
@@ -552,7 +553,7 @@ def _keyset_rows(qs: QuerySet[Any], order: list[str], *, text_search: bool, few_
 
 def user_detail(pk: int) -> VpnUser | None:
     """One user with its status; the credential columns are deferred (loaded only on reveal)."""
-    qs = VpnUser.objects.defer("credential_uuid", "credential_password", "wg_private_key", "wg_public_key")
+    qs = VpnUser.objects.defer(*CREDENTIAL_COLUMNS)
     qs = qs.select_related("server")
     return qs.annotate(status=status_expression(timezone.now())).filter(pk=pk).first()
 

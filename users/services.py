@@ -13,10 +13,21 @@ from __future__ import annotations
 import datetime
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import BigIntegerField, Case, F, PositiveIntegerField, QuerySet, Value, When
+from django.db.models import (
+    CASCADE,
+    SET_NULL,
+    BigIntegerField,
+    Case,
+    F,
+    Model,
+    PositiveIntegerField,
+    QuerySet,
+    Value,
+    When,
+)
 from django.db.models.functions import Greatest, Least
 from django.utils import timezone
 
@@ -549,19 +560,41 @@ def users_reset_traffic(
 
 
 def users_delete(*, actor: User | None, users: QuerySet[VpnUser], selection: str = "", stamp: str | None = None) -> int:
-    """Delete every user in `users` with one DELETE; returns how many."""
+    """Delete every user in `users` (and the rows that belong to them) with one DELETE each; returns how many."""
 
     def write(qs: QuerySet[VpnUser]) -> int:
-        # Nothing references a VPN user and no signal listens, so this is one
-        # DELETE … WHERE (Django's fast delete), never a per-row collector.
-        deleted, _ = qs.delete()
-        return deleted
+        return _delete_set(qs)
 
     with transaction.atomic():
         _check_stamp(users, stamp)
         return _set_operation(
             actor=actor, users=users, action="users_delete", detail={"selection": selection}, write=write
         )
+
+
+def _delete_set(users: QuerySet[VpnUser]) -> int:
+    """One DELETE … WHERE per table, never Django's per-row collector.
+
+    Once any model references VpnUser (subscriptions do), `QuerySet.delete()` loads
+    every selected user into Python first (a million rows, each credential decrypted)
+    to cascade by primary keys. The rows that reference users are removed (or
+    detached) here by the same filter instead, then the users by one statement.
+    """
+    selected = users.order_by().values("pk")
+    for relation in VpnUser._meta.related_objects:
+        model = cast("type[Model]", relation.related_model)  # resolved once the apps are ready
+        related = model._base_manager.filter(**{f"{relation.field.name}__in": selected})
+        on_delete = relation.on_delete
+        if on_delete is CASCADE:
+            related.delete()  # a model nothing references: Django's single-statement fast delete
+        elif on_delete is SET_NULL:
+            related.update(**{relation.field.name: None})
+        else:
+            raise NotImplementedError(f"{model.__name__}.{relation.field.name}: {on_delete.__name__}")
+    sql, params = selected.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM users_vpnuser WHERE id IN ({sql})", params)  # noqa: S608 - Django-compiled SQL
+        return cursor.rowcount
 
 
 # --- bulk edit ------------------------------------------------------------------------

@@ -258,3 +258,20 @@ def test_recording_a_negative_or_absurd_amount_writes_nothing(amount: Any) -> No
     result = services.users_record_traffic(actor=None, usage={ids[0]: 5, ids[1]: amount})
     assert result.written == 0 and [e.position for e in result.errors] == [2]
     assert set(VpnUser.objects.values_list("used_traffic", flat=True)) == {0}
+
+
+def test_deleting_users_removes_their_subscriptions_without_loading_the_users() -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from users.subscriptions.models import Subscription
+
+    ids = make_users(5)
+    for pk in ids[:3]:
+        Subscription.objects.create(user_id=pk, token_hash=f"{pk:064d}")
+    with CaptureQueriesContext(connection) as queries:
+        assert services.users_delete(actor=None, users=VpnUser.objects.filter(pk__in=ids[:4])) == 4
+    assert list(VpnUser.objects.values_list("pk", flat=True)) == [ids[4]]
+    assert not Subscription.objects.exists()
+    # One DELETE per table by the filter: no query reads the users' own columns (credentials).
+    assert not any("credential_password" in q["sql"] for q in queries.captured_queries)
