@@ -226,6 +226,18 @@ def test_a_launcher_killed_with_sigkill_takes_its_engines_and_command_down(var_d
     again.stop()
 
 
+def test_an_engine_that_dies_ends_the_run_and_says_which(var_dir: Path) -> None:
+    run = Run(var_dir)
+    run.wait_ready()
+    postmaster = run.postmaster()
+    run.redis_server().kill()
+    _wait_for("the run to end", lambda: run.process.poll() is not None)
+    output = run.stop()
+    assert run.process.returncode == 1
+    assert "Redis exited" in output and "stopping the run" in output
+    assert _gone(postmaster)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can start the launcher as another user")
 def test_started_by_root_the_engines_run_as_an_unprivileged_user(var_dir: Path) -> None:
     run = Run(var_dir)
