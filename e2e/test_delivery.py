@@ -90,6 +90,21 @@ def test_an_operator_issues_a_subscription_url_and_the_users_browser_shows_its_p
     expect(page.locator("#subscription button[data-copy]")).to_have_text("Copied")
     assert page.evaluate("navigator.clipboard.readText()") == url
 
+    # Revoking asks first: dismissed, nothing happens; a new URL, accepted, replaces the old one.
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.click("#subscription button.danger")
+    page.wait_for_timeout(300)
+    assert page.locator("#subscription-url").inner_text() == url
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("text=Issue a new URL")
+    expect(page.locator("#subscription-url")).not_to_have_text(url)
+    old_url, url = url, page.locator("#subscription-url").inner_text()
+    visitor = browser.new_context()
+    try:
+        assert visitor.new_page().goto(old_url).status == 404
+    finally:
+        visitor.close()
+
     # The VPN user: no session, a plain browser.
     visitor = browser.new_context()
     try:
