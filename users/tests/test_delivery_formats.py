@@ -22,6 +22,7 @@ from users.delivery import formats
 from users.delivery.links import share_link, ss_link, vless_link, wireguard_link
 from users.delivery.profiles import (
     Endpoint,
+    Profile,
     ShadowsocksProfile,
     VlessProfile,
     WireGuardProfile,
@@ -178,7 +179,7 @@ def test_wireguard_file_names_are_valid_interface_names(name: str) -> None:
 
 
 def test_the_base64_list_decodes_to_one_link_per_profile() -> None:
-    profiles = [vless(), ss(), wg()]
+    profiles: list[Profile] = [vless(), ss(), wg()]
     decoded = base64.b64decode(formats.base64_links(profiles)).decode()
     assert decoded.splitlines() == [share_link(p) for p in profiles]
 
@@ -189,7 +190,7 @@ def test_an_empty_base64_list_decodes_to_nothing() -> None:
 
 @pytest.mark.parametrize("name", ODD_NAMES)
 def test_the_clash_yaml_parses_and_holds_the_same_proxies(name: str) -> None:
-    profiles = [vless(name), ss(), wg()]
+    profiles: list[Profile] = [vless(name), ss(), wg()]
     config = yaml.safe_load(formats.clash_yaml(profiles))
     assert config == formats.clash_config(profiles)
     vless_proxy, ss_proxy, wg_proxy = config["proxies"]
