@@ -316,7 +316,21 @@ def _web_master(make: subprocess.Popen[bytes]) -> psutil.Process | None:
     return None
 
 
-def test_make_run_serves_restarts_a_killed_web_server_and_stops_everything(var_dir: Path) -> None:
+def _pid(process: psutil.Process | None) -> int | None:
+    return None if process is None else process.pid
+
+
+def _queue_worker(make: subprocess.Popen[bytes]) -> psutil.Process | None:
+    for process in psutil.Process(make.pid).children(recursive=True):
+        try:
+            if process.cmdline()[1:4] == ["manage.py", "procrastinate", "worker"]:
+                return process
+        except psutil.Error:
+            continue
+    return None
+
+
+def test_make_run_serves_restarts_a_killed_web_server_and_worker_and_stops_everything(var_dir: Path) -> None:
     port = _free_port()
     url = f"http://127.0.0.1:{port}/login/"
     env = _launcher_env(var_dir, PORT=str(port), WEB_CONCURRENCY="1", MEMORY_SAMPLER="0")
@@ -339,10 +353,14 @@ def test_make_run_serves_restarts_a_killed_web_server_and_stops_everything(var_d
         assert first_master is not None
 
         first_master.kill()  # the supervisor's restart loop brings web back
-        _wait_for(
-            "a new web server", lambda: (m := _web_master(make)) is not None and m.pid != first_master.pid, make, log
-        )
+        _wait_for("a new web server", lambda: _pid(_web_master(make)) not in {None, first_master.pid}, make, log)
         _wait_for("the login page again", lambda: _login_page_answers(url), make, log)
+
+        _wait_for("the queue worker", lambda: _queue_worker(make) is not None, make, log)
+        first_worker = _queue_worker(make)
+        assert first_worker is not None
+        first_worker.kill()
+        _wait_for("a new queue worker", lambda: _pid(_queue_worker(make)) not in {None, first_worker.pid}, make, log)
 
         everything = psutil.Process(make.pid).children(recursive=True)
         os.killpg(make.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
@@ -352,7 +370,7 @@ def test_make_run_serves_restarts_a_killed_web_server_and_stops_everything(var_d
             os.killpg(make.pid, signal.SIGKILL)
             make.wait()
     text = log.read_text(errors="replace")
-    assert "web exited" in text and "restarting" in text
+    assert "web exited" in text and "worker exited" in text and "restarting" in text
     assert "PostgreSQL and Redis stopped" in text
     _wait_for("every process of the run to end", lambda: all(_gone(p) for p in everything))
     assert _gone(postmaster)
