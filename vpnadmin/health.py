@@ -173,31 +173,41 @@ def _remaining(deadline: float) -> float:
     return max(deadline - time.monotonic(), 0.0)
 
 
+def _collect(check: Check, future: Future[ComponentCheck], deadline: float) -> ComponentCheck:
+    try:
+        return future.result(timeout=_remaining(deadline))
+    except TimeoutError:
+        return _timed_out(check.name, check.kind, check.required)
+
+
 def run_component_checks(timeout: float | None = None) -> list[ComponentCheck]:
-    """Run every registered check concurrently; all answers within `timeout` seconds."""
+    """Run every registered check concurrently; all answers within `timeout` seconds.
+
+    Groups list their checks in the calling thread (they read the database and must see
+    what the caller sees), and only once the database check has answered: with the
+    database down a listing would wait for the connect timeout, so the group is
+    reported as not checked instead.
+    """
     budget = settings.HEALTH_CHECK_TIMEOUT if timeout is None else timeout
     deadline = time.monotonic() + budget
     fixed = [(check, _start(check)) for check in list(_checks.values())]
-    listings = [
-        (name, required, _single_flight((f"{name}:list", ""), expand, 0.0))
-        for name, (expand, required) in list(_groups.items())
-    ]
-    results: list[ComponentCheck] = []
+    answers = {check.name: _collect(check, future, deadline) for check, future in fixed if check.name == "database"}
+    database_ok = "database" not in answers or answers["database"].ok
+    unlisted: list[ComponentCheck] = []
     dynamic: list[tuple[Check, Future[ComponentCheck]]] = []
-    for name, required, listing in listings:
+    for name, (expand, required) in list(_groups.items()):
+        if not database_ok:
+            detail = "not checked: the database does not answer"
+            unlisted.append(ComponentCheck(name, name, False, required, None, detail))
+            continue
         try:
-            dynamic.extend((check, _start(check)) for check in listing.result(timeout=_remaining(deadline)))
-        except TimeoutError:
-            results.append(_timed_out(name, name, required))
-        except Exception as exc:  # the list of engines lives in the database, which may be down
-            results.append(ComponentCheck(name, name, False, required, None, f"not checked: {_short_error(exc)}"))
-    ordered: list[ComponentCheck] = []
-    for check, future in fixed + dynamic:
-        try:
-            ordered.append(future.result(timeout=_remaining(deadline)))
-        except TimeoutError:
-            ordered.append(_timed_out(check.name, check.kind, check.required))
-    return ordered + results
+            dynamic.extend((check, _start(check)) for check in expand())
+        except Exception as exc:  # a listing that fails is this group's failure, not the page's
+            unlisted.append(ComponentCheck(name, name, False, required, None, f"not checked: {_short_error(exc)}"))
+    for check, future in fixed:
+        if check.name not in answers:
+            answers[check.name] = _collect(check, future, deadline)
+    return [answers[check.name] for check, _ in fixed] + unlisted + [_collect(c, f, deadline) for c, f in dynamic]
 
 
 def overall_status(checks: list[ComponentCheck]) -> str:
