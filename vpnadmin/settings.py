@@ -351,6 +351,10 @@ LOGGING = {
         "docker": {"level": "WARNING"},
         # django-axes logs every attempt at INFO; failures and lockouts are in the audit trail.
         "axes": {"level": "WARNING"},
+        # procrastinate lists every periodic task and blueprint at INFO while the app
+        # loads, i.e. six lines before every manage.py command (and a one-line error).
+        "procrastinate.periodic": {"level": "WARNING"},
+        "procrastinate.blueprints": {"level": "WARNING"},
     },
 }
 
