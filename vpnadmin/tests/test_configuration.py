@@ -120,7 +120,8 @@ _NOT_SETTINGS = {
 def _variables_the_code_reads() -> dict[str, str]:
     """NAME -> the first file reading it, over every module that runs in production."""
     found: dict[str, str] = {}
-    skip = {".venv", "var", "bench", "e2e", "tests", "migrations", "node_modules", ".git"}
+    # Tools (scripts/, bench/) and tests read their own variables; the app is the rest.
+    skip = {".venv", "var", "bench", "e2e", "scripts", "tests", "migrations", "node_modules", ".git"}
     for path in sorted(REPO.rglob("*.py")):
         relative = path.relative_to(REPO)
         if skip & set(relative.parts) or relative.name in {"conftest.py", "testenv.py"}:
