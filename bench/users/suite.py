@@ -45,10 +45,11 @@ def _rows(tag: str) -> list[dict[str, Any]]:
 
 
 def _remove(prefix: str) -> None:
-    from django.db import connection
+    """Outside the timing: the product's delete, which also removes what references the users."""
+    from users.models import VpnUser
+    from users.services import users_delete
 
-    with connection.cursor() as cursor:
-        cursor.execute("DELETE FROM users_vpnuser WHERE username LIKE %s", [f"{prefix}%"])
+    users_delete(actor=None, users=VpnUser.objects.filter(username__startswith=prefix))
 
 
 def _raw_copy(rows: list[dict[str, Any]]) -> None:
