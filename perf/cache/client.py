@@ -8,16 +8,17 @@ hands out is wrapped so that the few commands that read or conditionally write a
 see tags:
 
 - GET and MGET return a tagged value's payload while its tags are fresh and nothing
-  (a miss) once one of them was invalidated; other values are returned as they are;
+  (a miss) once one of them was invalidated; other values are returned as they are, for
+  the cost django-redis pays (tagged ones add one MGET of their stamps);
 - EXISTS does not count a value whose tags were invalidated;
 - SET NX treats such a value as absent.
 
 Everything else the client sends (INCRBY, EXPIRE, SCAN, locks, sets, hashes, sorted sets,
 pipelines) goes to redis-py untouched, so serializers, compressors, the herd client's
-packing, sharding and connection handling stay django-redis's own. Each wrapped command
-is one EVALSHA on the server the client chose, so it is still one round trip; on a
-ShardClient the tag stamps are kept on every shard (perf.cache.redis), so a value and
-the stamps it is checked against always live on the same server.
+packing, sharding and connection handling stay django-redis's own. EXISTS and SET NX are
+one EVALSHA each on the server the client chose. On a ShardClient the tag stamps are kept
+on every shard (perf.cache.redis), so a value and the stamps it is checked against always
+live on the same server.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django_redis.client import DefaultClient, ShardClient
 
 from perf.cache.base import STAMP_TTL_SECONDS
-from perf.cache.scripts import Scripts
+from perf.cache.scripts import MAGIC, Scripts
 
 if TYPE_CHECKING:
     from perf.cache.redis import RedisTaggedCache
@@ -64,12 +65,25 @@ class TagAwareRedis:
         return self._redis
 
     def _read(self, keys: list[Any]) -> list[Any]:
-        scripts = Scripts.ensure(self._redis)
-        values: list[Any] = []
-        for start in range(0, len(keys), SCRIPT_BATCH):
-            chunk = keys[start : start + SCRIPT_BATCH]
-            reply = scripts.read(keys=chunk, args=[len(chunk), "", STAMP_TTL_SECONDS * 1000], client=self._redis)
-            values.extend(reply[2 * i + 1] if reply[2 * i] in (1, 3) else None for i in range(len(chunk)))
+        """GET/MGET as redis-py answers them, with tagged values checked against their stamps.
+
+        A value stored without tags costs what it costs django-redis (one GET or MGET); only
+        tagged values among the answers cost a second round trip, one MGET of their stamps.
+        A stamp read after the value can only be newer: the check errs towards a miss.
+        """
+        values: list[Any] = self._redis.mget(keys) if len(keys) > 1 else [self._redis.get(keys[0])]
+        envelopes = {
+            index: parse_envelope(value)
+            for index, value in enumerate(values)
+            if isinstance(value, bytes) and value.startswith(MAGIC)
+        }
+        if not envelopes:
+            return values
+        stamp_keys = sorted({key for parsed in envelopes.values() if parsed for key, _ in parsed[0]})
+        current = dict(zip(stamp_keys, self._redis.mget(stamp_keys), strict=True)) if stamp_keys else {}
+        for index, parsed in envelopes.items():
+            fresh = parsed is not None and all(current.get(key) == stamp for key, stamp in parsed[0])
+            values[index] = parsed[1] if fresh and parsed is not None else None
         return values
 
     def get(self, name: Any) -> Any:
@@ -77,7 +91,7 @@ class TagAwareRedis:
 
     def mget(self, keys: Any, *args: Any) -> list[Any]:
         names = [*keys, *args] if isinstance(keys, (list, tuple)) else [keys, *args]
-        return self._read(names)
+        return self._read(names) if names else []
 
     def exists(self, *names: Any) -> int:
         scripts = Scripts.ensure(self._redis)
@@ -100,6 +114,17 @@ class TagAwareRedis:
         )
         # redis-py answers SET NX with True, or None when the key was kept.
         return True if int(stored) == 1 else None
+
+
+def parse_envelope(value: bytes) -> tuple[list[tuple[bytes, bytes]], bytes] | None:
+    """The (stamp key, stamp) pairs and the payload of a tagged value; None when malformed."""
+    stop = value.find(b"\n\n", len(MAGIC))
+    if stop < 0:
+        return None
+    lines = value[len(MAGIC) : stop].split(b"\n")
+    if len(lines) % 2:
+        return None
+    return list(zip(lines[0::2], lines[1::2], strict=True)), value[stop + 2 :]
 
 
 def unwrap(client: Any) -> Any:

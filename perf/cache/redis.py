@@ -11,8 +11,9 @@ client it configures gets tag-aware connections (perf.cache.client). On top of i
   Every tag has a version stamp (a random token, Symfony TagAwareAdapter style); a tagged
   value is stored with the stamps of its tags and is a hit only while they all still
   match. A lost or evicted stamp can only turn a hit into a miss, never the other way.
-- a tagged read is one round trip: one MGET of the value and its stamps when the caller
-  names the tags, else a Lua script that reads the stamps the value names.
+- a read of an untagged value is django-redis's own GET; a tagged read is one MGET of the
+  value and its stamps when the caller names the tags, else a GET and one MGET of the
+  stamps the value names.
 - `get_or_set` captures the stamps *before* it computes and stores the result only if
   they are unchanged (check-and-set in the same script), so a value computed while one
   of its tags was invalidated is never stored. Only one caller computes a missing key

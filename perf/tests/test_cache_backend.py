@@ -234,10 +234,8 @@ def test_get_or_set_with_tags_is_invalidated_by_its_tags() -> None:
     assert cache.get_or_set("page", lambda: "v2", 60, tags=["users", "stats"]) == "v2"
 
 
-def test_a_tagged_read_is_one_round_trip_to_redis(redis_client: Any) -> None:
-    cache.set("one-trip", "v", tags=["a", "b", "c", "d"])
-    probe = backend()
-    client = probe.raw_client("one-trip")
+def _commands_sent(probe: RedisTaggedCache, key: str, read: Any) -> list[str]:
+    client = probe.raw_client(key)
     sent = []
     original = client.execute_command
 
@@ -247,10 +245,21 @@ def test_a_tagged_read_is_one_round_trip_to_redis(redis_client: Any) -> None:
 
     client.execute_command = counting
     try:
-        assert probe.get("one-trip") == "v"
+        read()
     finally:
         del client.execute_command
-    assert sent == ["EVALSHA"]
+    return sent
+
+
+def test_a_read_costs_what_django_redis_pays_plus_one_mget_for_a_tagged_value(redis_client: Any) -> None:
+    cache.set("plain-trip", "p")
+    cache.set("tagged-trip", "v", tags=["a", "b", "c", "d"])
+    probe = backend()
+    assert _commands_sent(probe, "plain-trip", lambda: probe.get("plain-trip") == "p") == ["GET"]
+    assert _commands_sent(probe, "tagged-trip", lambda: probe.get("tagged-trip") == "v") == ["GET", "MGET"]
+    # Naming the tags makes it one MGET of the value and its stamps.
+    assert _commands_sent(probe, "tagged-trip", lambda: probe.get("tagged-trip", tags=["a", "b", "c", "d"])) == ["MGET"]
+    assert probe.get("tagged-trip", tags=["a", "b", "c", "d"]) == "v"
 
 
 # --- single flight and races ---------------------------------------------------------
