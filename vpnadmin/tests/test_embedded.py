@@ -73,7 +73,12 @@ class Run:
         )
 
     def wait_ready(self) -> None:
-        _wait_for("the command to start beside the engines", self.ready_file.exists, self.process)
+        deadline = time.monotonic() + WAIT_S
+        while not self.ready_file.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                output = self.stop(signal.SIGKILL)
+                pytest.fail(f"the command did not start beside the engines; the launcher said:\n{output}")
+            time.sleep(0.1)
 
     def exported(self) -> list[str]:
         return self.ready_file.read_text().split()
@@ -136,6 +141,41 @@ def test_the_embedded_engines_answer_with_pg_trgm_and_stop_with_the_run(var_dir:
     assert _gone(postmaster) and _gone(redis_server)
     assert not (run.layout.pgdata / "postmaster.pid").exists()
     assert not run.layout.redis_socket.exists()
+
+
+def test_a_var_directory_too_deep_for_a_socket_path_gets_a_short_socket_directory(var_dir: Path) -> None:
+    var_dir.chmod(0o755)  # run by root, the engine user passes through it
+    deep = var_dir / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    layout = Layout.for_var_dir(deep)
+    assert layout.socket_dir.parent == Path(tempfile.gettempdir())
+    assert len(os.fsencode(layout.socket_dir / ".s.PGSQL.5432.lock")) <= 107
+    assert Layout.for_var_dir(deep).socket_dir == layout.socket_dir  # settings compute the same one
+    run = Run(deep)
+    try:
+        run.wait_ready()
+        with psycopg.connect(layout.database_url().replace("postgres://", "postgresql://")) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == ("vpnadmin",)
+    finally:
+        run.stop()
+        shutil.rmtree(layout.socket_dir, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the engines as another user")
+def test_started_by_root_in_a_directory_the_engine_user_cannot_enter_it_says_what_to_do(var_dir: Path) -> None:
+    closed = var_dir / "closed"
+    closed.mkdir(mode=0o700)
+    result = subprocess.run(
+        [sys.executable, "-m", "vpnadmin.embedded", "--", "true"],
+        cwd=REPO,
+        env=_launcher_env(closed / "var"),
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
+    assert result.returncode == 1
+    assert f"cannot enter {closed}" in result.stderr and f"chmod o+x {closed}" in result.stderr
+    assert not (closed / "var" / "postgres").exists()
 
 
 def test_settings_without_urls_reach_the_engines_of_the_run(var_dir: Path) -> None:
