@@ -581,18 +581,21 @@ def _delete_set(users: QuerySet[VpnUser]) -> int:
     detached) here by the same filter instead, then the users by one statement.
     """
     selected = users.order_by().values("pk")
-    for relation in VpnUser._meta.related_objects:
-        model = cast("type[Model]", relation.related_model)  # resolved once the apps are ready
-        related = model._base_manager.filter(**{f"{relation.field.name}__in": selected})
-        on_delete = relation.on_delete
-        if on_delete is CASCADE:
-            related.delete()  # a model nothing references: Django's single-statement fast delete
-        elif on_delete is SET_NULL:
-            related.update(**{relation.field.name: None})
-        else:
-            raise NotImplementedError(f"{model.__name__}.{relation.field.name}: {on_delete.__name__}")
+    # Compiled once, as a top-level query: nested as a Django subquery its tables get
+    # aliases (U0), and a search filter's raw SQL that names "users_vpnuser" would break.
     sql, params = selected.query.sql_with_params()
+    quote = connection.ops.quote_name
     with connection.cursor() as cursor:
+        for relation in VpnUser._meta.related_objects:
+            model = cast("type[Model]", relation.related_model)  # resolved once the apps are ready
+            table, column = quote(model._meta.db_table), quote(relation.field.column)
+            on_delete = relation.on_delete
+            if on_delete is CASCADE:  # a model nothing references: one DELETE is the whole cascade
+                cursor.execute(f"DELETE FROM {table} WHERE {column} IN ({sql})", params)  # noqa: S608 - compiled SQL
+            elif on_delete is SET_NULL:
+                cursor.execute(f"UPDATE {table} SET {column} = NULL WHERE {column} IN ({sql})", params)  # noqa: S608
+            else:
+                raise NotImplementedError(f"{model.__name__}.{relation.field.name}: {on_delete.__name__}")
         cursor.execute(f"DELETE FROM users_vpnuser WHERE id IN ({sql})", params)  # noqa: S608 - Django-compiled SQL
         return cursor.rowcount
 

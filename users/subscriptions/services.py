@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -21,6 +21,7 @@ from users.models import VpnUser
 from users.subscriptions.models import Subscription
 from users.subscriptions.tokens import new_token, token_hash
 from vpnadmin.audit import audit_record
+from vpnadmin.models import MAX_AUDITED_IDS
 
 TARGET = "users.VpnUser"
 WRITE_BATCH = 5_000
@@ -77,16 +78,24 @@ def subscription_rotate(*, actor: Any | None, user_id: int) -> IssuedToken | Non
 
 def subscriptions_revoke(*, actor: Any | None, users: QuerySet[VpnUser], selection: str = "") -> int:
     """Delete the subscription of every user in `users`: their URLs answer 404 from commit on."""
-    with transaction.atomic():
-        gone = Subscription.objects.filter(user__in=users.order_by().values("pk"))
-        ids = list(gone.values_list("user_id", flat=True)[:10_000])
-        count, _ = gone.delete()
+    # The selection compiled as a top-level query: nested as a Django subquery its tables
+    # are aliased, and a search filter's raw SQL naming "users_vpnuser" would break.
+    sql, params = users.order_by().values("pk").query.sql_with_params()
+    table = connection.ops.quote_name(Subscription._meta.db_table)
+    with transaction.atomic(), connection.cursor() as cursor:
+        # One statement; only the count and the first ids the audit keeps come back.
+        cursor.execute(
+            f"WITH gone AS (DELETE FROM {table} WHERE user_id IN ({sql}) RETURNING user_id) "  # noqa: S608
+            f"SELECT count(*), (array_agg(user_id ORDER BY user_id))[1:{MAX_AUDITED_IDS}] FROM gone",
+            params,
+        )
+        count, ids = cursor.fetchone()
         audit_record(
             actor=actor,
             action="subscriptions_revoke",
             target=TARGET,
             count=count,
-            object_ids=ids,
+            object_ids=ids or [],
             detail={"selection": selection},
         )
         invalidate_on_commit(["subscriptions"])

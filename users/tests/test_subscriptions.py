@@ -696,3 +696,39 @@ def test_the_admin_offers_subscription_actions_only_to_those_who_may_change_user
                                         "post": "yes"})  # fmt: skip
     assert response["Content-Type"].startswith("text/html")
     assert not Subscription.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)  # the delete commits: its invalidation runs as in production
+def test_deleting_users_found_by_a_search_deletes_their_subscriptions_and_their_urls_answer_404(
+    make_user: Callable[..., VpnUser],
+) -> None:
+    from django.http import QueryDict
+
+    from users.forms import parse_filter
+    from users.selectors import selection_queryset
+    from users.services import users_delete
+
+    gone, kept = make_user("gone-user"), make_user("kept-user")
+    tokens = {gone.pk: issue(gone), kept.pk: issue(kept)}
+    assert fetch(tokens[gone.pk]).status_code == 200
+    flt, errors = parse_filter(QueryDict("q=gone-user"))
+    assert not errors
+    assert users_delete(actor=None, users=selection_queryset(flt)) == 1
+    assert fetch(tokens[gone.pk]).status_code == 404
+    assert fetch(tokens[kept.pk]).status_code == 200
+    assert list(Subscription.objects.values_list("user_id", flat=True)) == [kept.pk]
+
+
+def test_revoking_for_all_users_matching_a_search_revokes_exactly_theirs(
+    make_user: Callable[..., VpnUser], owner_client: Client
+) -> None:
+    found = [make_user(f"shop-{i}") for i in range(3)]
+    other = make_user("elsewhere")
+    tokens = {user.pk: issue(user) for user in (*found, other)}
+    form = {"subscription_action": "revoke", "select_all": "on", "q": "shop", "ids": "", "confirmed": "1"}
+    response = owner_client.post("/users/subscriptions/bulk/", form, follow=True)
+    assert "Revoked the subscription URLs of 3 users." in response.content.decode()
+    assert list(Subscription.objects.values_list("user_id", flat=True)) == [other.pk]
+    entry = AuditEntry.objects.get(action="subscriptions_revoke")
+    assert entry.count == 3 and entry.object_ids == sorted(u.pk for u in found)
+    assert tokens[other.pk]
