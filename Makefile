@@ -16,7 +16,7 @@ TEST_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/vpnadmin REDIS_URL=r
 .PHONY: help run test lint format bench prepare clean lock
 
 help:
-	@echo "make run    install, migrate and serve on 127.0.0.1:8000 (BIND, PORT to change)"
+	@echo "make run    install, start PostgreSQL and Redis under var/, migrate, serve web + worker on 127.0.0.1:8000"
 	@echo "make test   install what the tests need, start services, lint and run every test"
 	@echo "make bench  run benchmark suites (SUITE=name for one), rows in var/bench/<suite>.json"
 
