@@ -119,13 +119,18 @@ def persistent_encryption_keys(var_dir: Path) -> tuple[list[str], str]:
         else:
             var_dir.mkdir(parents=True, exist_ok=True)
             raw = Fernet.generate_key().decode()
+            # Written whole under a private name, then linked into place: a process starting
+            # at the same moment sees no file or the whole key, never an empty one.
+            draft = var_dir / f".encryption_keys.{os.getpid()}.{secrets.token_hex(4)}"
+            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(raw + "\n")
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:  # another worker won the race: use its key
+                os.link(draft, path)
+            except FileExistsError:  # another process won the race: use its key
                 raw = path.read_text().strip()
-            else:
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(raw + "\n")
+            finally:
+                draft.unlink()
     keys = [item.strip() for item in raw.replace("\n", ",").split(",") if item.strip()]
     if not keys:
         raise ImproperlyConfigured(f"{source} holds no key")

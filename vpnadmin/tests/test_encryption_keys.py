@@ -64,3 +64,12 @@ def test_the_keys_are_not_derived_from_the_secret_key(tmp_path: Path, monkeypatc
     first, _ = persistent_encryption_keys(tmp_path / "one")
     second, _ = persistent_encryption_keys(tmp_path / "two")
     assert first != second
+
+
+def test_processes_starting_together_agree_on_one_generated_key(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda _: persistent_encryption_keys(tmp_path)[0], range(16)))
+    assert len({tuple(keys) for keys in results}) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["encryption_keys"]  # no draft left behind
