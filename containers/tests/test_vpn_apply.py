@@ -24,9 +24,13 @@ from containers.sync import EngineUnavailable, servers_apply, servers_needing_ap
 from containers.tests.vpn_fixtures import (  # noqa: F401 - fixtures
     apply_count,
     exec_in,
+    fetch_until,
+    origin,
     start_server,
     tun_host,
+    vless_client,
     vpn_host,
+    wait_ready,
 )
 from users.models import VpnUser
 from users.services import users_create_batch, users_set_active, users_update_batch
@@ -73,6 +77,31 @@ def test_a_batch_of_1000_users_and_the_writes_after_it_cost_the_server_exactly_o
     assert set(peers) == set(
         VpnUser.objects.filter(server=server, is_active=True).values_list("wg_public_key", flat=True)
     )
+
+
+def test_10000_users_on_one_vless_server_render_and_apply_in_the_queue_and_a_bulk_disable_cuts_them_off(
+    queue_worker: QueueWorker,
+    vpn_host: DockerHost,
+    start_server: Callable[..., VpnServer],
+    vless_client: Any,
+    origin: str,
+) -> None:
+    server = start_server(vpn_host, "vless")
+    rows = [{"username": f"k{i:05d}", "protocol": "vless", "server_id": server.pk} for i in range(10_000)]
+    result = users_create_batch(actor=None, rows=rows)
+    assert result.ok
+    _wait_applied(server, queue_worker)
+    wait_ready(server)
+    config = exec_in(server, "cat", "/etc/vpn/config.json")
+    assert config.count('"email"') == 10_000
+    user = VpnUser.objects.get(pk=result.ids[-1])
+    with vless_client(server.port, str(user.credential_uuid)) as socks:
+        assert fetch_until(socks, f"{origin}/bytes/1000", ok=True) == 1000
+        # "All matching": one statement over the 10,000, one apply.
+        users_set_active(actor=None, users=VpnUser.objects.filter(server=server), active=False)
+        _wait_applied(server, queue_worker)
+        assert fetch_until(socks, f"{origin}/bytes/1000", ok=False) == 0
+    assert apply_count(server) == 2
 
 
 def test_a_server_whose_engine_is_down_stays_pending_with_the_reason_while_the_others_converge(
