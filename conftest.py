@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +255,103 @@ def live_app(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) ->
     except subprocess.TimeoutExpired:
         process.kill()
     log.close()
+
+
+# --- a queue worker ----------------------------------------------------------------
+
+_QUEUE_TABLES = "procrastinate_jobs, procrastinate_events, procrastinate_periodic_defers, procrastinate_workers"
+
+
+@dataclass
+class QueueWorker:
+    """`manage.py procrastinate worker` processes against the test database, as in production.
+
+    Tests that need one take `queue_worker` and mark themselves
+    `django_db(transaction=True)` (a worker sees only committed rows). The worker beats
+    every second and counts as dead after 4 s, so the stalled-job recovery retries a
+    killed worker's jobs within seconds. Periodic stats and sync passes are off unless a
+    test starts a worker with them (`start(CONTAINERS_STATS_INTERVAL="1")`).
+    """
+
+    log_dir: Path
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    _started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(_test_database_url(), autocommit=True)
+
+    def start(self, **env: str) -> subprocess.Popen[bytes]:
+        """Start a worker (another one when one runs) and wait until it has registered."""
+        with self._connect() as conn:
+            before = conn.execute("SELECT coalesce(max(id), 0) FROM procrastinate_workers").fetchone()[0]
+        log = (self.log_dir / f"worker-{len(self._started) + 1}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "procrastinate", "worker"],
+            cwd=REPO,
+            env={**self.env, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self._started.append(process)
+        self.process = process
+        deadline = time.monotonic() + 30
+        with self._connect() as conn:
+            while not conn.execute("SELECT 1 FROM procrastinate_workers WHERE id > %s", [before]).fetchone():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    pytest.fail(f"the queue worker did not start:\n{self.log()[-3000:]}")
+                time.sleep(0.1)
+        return process
+
+    def kill(self) -> None:
+        """kill -9 the current worker: no shutdown, its jobs stay "doing" until recovered."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        for process in self._started:
+            if process.poll() is None:
+                process.terminate()
+        for process in self._started:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def log(self) -> str:
+        return "\n".join(path.read_text(errors="replace") for path in sorted(self.log_dir.glob("worker-*.log")))
+
+
+@pytest.fixture
+def queue_worker(transactional_db: None, tmp_path: Path) -> Iterator[QueueWorker]:
+    """A real queue worker on the test database, stopped (and the queue emptied) at the end."""
+    log_dir = tmp_path / "queue-worker"
+    log_dir.mkdir()
+    env = child_env(
+        DATABASE_URL=_test_database_url(),
+        DJANGO_SETTINGS_MODULE="vpnadmin.settings",
+        QUEUE_HEARTBEAT_INTERVAL="1",
+        QUEUE_STALLED_AFTER="4",
+        QUEUE_SHUTDOWN_TIMEOUT="10",
+        CONTAINERS_STATS_INTERVAL="0",
+        CONTAINERS_SYNC_INTERVAL="0",
+    )
+    worker = QueueWorker(log_dir=log_dir, env=env)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        print("\n".join(line for line in worker.log().splitlines() if "retry_stalled_jobs" not in line)[-6000:])
+        # Queue rows are not Django-managed tables, so the test's flush leaves them: empty them here.
+        with worker._connect() as conn:
+            conn.execute(f"TRUNCATE {_QUEUE_TABLES}")
 
 
 CHROMIUM_ARGS = [

@@ -19,8 +19,10 @@ import signal
 import socket
 import subprocess
 import threading
+from collections.abc import Callable, Hashable, Iterable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import docker
 import requests
@@ -31,7 +33,7 @@ from docker.transport import unixconn
 try:  # needs paramiko (requirements.txt); without it docker-py refuses ssh:// itself
     from docker.transport import sshconn
 except ImportError:  # pragma: no cover - a partial install
-    sshconn = None
+    sshconn = None  # type: ignore[assignment]  # checked below before use
 
 if TYPE_CHECKING:
     from containers.models import DockerHost
@@ -59,37 +61,94 @@ unixconn.UnixHTTPConnection = _ClosingUnixHTTPConnection  # type: ignore[misc]
 if sshconn is not None:
 
     class _BoundedSSHSocket(sshconn.SSHSocket):
-        """docker-py's ssh transport shells out to `ssh` and reads its stdout with no timeout:
-        an unreachable host or a password prompt would hold a thread for minutes. Run ssh in
-        batch mode (keys only, never a prompt) with a connect timeout and keep-alives, so a
-        host that does not answer ends the ssh process and the call fails instead."""
+        """docker-py's ssh transport shells out to `ssh` and reads its stdout pipe with no
+        timeout: a host that accepts the connection and then stalls (a wedged sshd, a
+        middlebox, a hung `docker system dial-stdio`) would hold a thread for ever.
 
-        def connect(self, **kwargs: object) -> None:
+        Here ssh talks through one end of a socket pair and docker-py reads the other end,
+        a real socket: the client's timeout is a read deadline on every call, as for the
+        unix and TLS transports. ssh itself runs in batch mode (keys only, never a prompt)
+        with a connect timeout and keep-alives (which cover the connection once it is up).
+        """
+
+        _channel: socket.socket | None = None
+        _deadline: float | None = None
+
+        def connect(self, *args: Any, **kwargs: Any) -> None:
             seconds = str(max(1, math.ceil(settings.DOCKER_TIMEOUT / 2)))
-            args = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={seconds}"]
-            args += ["-o", f"ServerAliveInterval={seconds}", "-o", "ServerAliveCountMax=2"]
+            argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={seconds}"]
+            argv += ["-o", f"ServerAliveInterval={seconds}", "-o", "ServerAliveCountMax=2"]
             if self.user:
-                args += ["-l", self.user]
+                argv += ["-l", self.user]
             if self.port:
-                args += ["-p", self.port]
-            args += ["--", self.host, "docker system dial-stdio"]
+                argv += ["-p", self.port]
+            argv += ["--", self.host, "docker system dial-stdio"]
             env = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "SSL_CERT_FILE")}
-            self.proc = subprocess.Popen(
-                args,
-                env=env,
-                stdout=subprocess.PIPE,
-                stdin=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,  # ssh's own messages would land in the server log
-                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-            )
+            ours, theirs = socket.socketpair()
+            try:
+                self.proc = subprocess.Popen(
+                    argv,
+                    env=env,
+                    stdin=theirs.fileno(),
+                    stdout=theirs.fileno(),
+                    stderr=subprocess.DEVNULL,  # ssh's own messages would land in the server log
+                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+                )
+            except BaseException:
+                ours.close()
+                raise
+            finally:
+                theirs.close()  # the child holds its copy
+            ours.settimeout(self._deadline)
+            self._channel = ours
+
+        def _open(self) -> socket.socket:
+            if self._channel is None:
+                raise OSError("ssh engine connection is not open")
+            return self._channel
+
+        # urllib3 sets the call's timeout before each request and each read.
+        def settimeout(self, value: float | None) -> None:
+            self._deadline = value
+            if self._channel is not None:
+                self._channel.settimeout(value)
+
+        def gettimeout(self) -> float | None:
+            return self._deadline
+
+        def fileno(self) -> int:
+            # urllib3 polls it to tell a dropped connection (ssh exited) from a live one.
+            return self._channel.fileno() if self._channel is not None else -1
+
+        def sendall(self, data: Any, *args: Any) -> None:
+            self._open().sendall(data)
+
+        def send(self, data: Any, *args: Any) -> int:
+            return self._open().send(data)
+
+        def recv(self, n: int, *args: Any) -> bytes:
+            return self._open().recv(n)
+
+        def recv_into(self, buffer: Any, *args: Any) -> int:
+            return self._open().recv_into(buffer)
+
+        def makefile(self, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+            # http.client reads the response through this file: the socket's timeout applies.
+            if self._channel is None:
+                self.connect()
+            channel: Any = self._open()  # the mode is http.client's own ("rb")
+            return channel.makefile(mode)
 
         def close(self) -> None:
-            # docker-py's close leaves the ssh process unreaped and the unused socket its
-            # class opens: end both. Its stdout belongs to the HTTP response reading it.
-            proc, self.proc = self.proc, None
+            # End ssh (it would otherwise linger unreaped) and both sockets.
+            channel, self._channel = self._channel, None
+            proc = self.proc
+            self.proc = None
+            if channel is not None:
+                with contextlib.suppress(OSError):
+                    channel.shutdown(socket.SHUT_RDWR)
+                channel.close()
             if proc is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    proc.stdin.close()
                 proc.terminate()
                 try:
                     proc.wait(timeout=2)
@@ -172,7 +231,7 @@ def _build_client(address: EngineAddress, timeout: float) -> docker.APIClient:
     return docker.APIClient(
         base_url=address.base_url,
         version=DOCKER_API_VERSION,
-        timeout=timeout,
+        timeout=timeout,  # type: ignore[arg-type]  # docker-py takes seconds as a float; its stubs say int
         tls=tls,
         max_pool_size=address.pool_size,
         # ssh:// shells out to the system's ssh client (no paramiko needed).
@@ -212,8 +271,58 @@ def ping_address(address: EngineAddress, *, timeout: float | None = None) -> str
     """The engine version at one address, from the ping's headers; raises on failure."""
     if timeout is None:
         timeout = settings.HEALTH_CHECK_TIMEOUT
-    client = client_for_address(address)
+    # docker-py's ping() takes no per-call timeout: its request helpers do (private, stable since 2.x).
+    client: Any = client_for_address(address)
     response = client._get(client._url("/_ping"), timeout=timeout)
     client._raise_for_status(response)
     server = response.headers.get("Server", "")
     return server.split("/", 1)[-1].split(" ", 1)[0] if "/" in server else response.headers.get("Api-Version", "?")
+
+
+# --- asking every host at once ---------------------------------------------------------
+
+H = TypeVar("H", bound=Hashable)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class HostAnswer(Generic[T]):
+    """What one host answered: a value, or the one-line reason it did not."""
+
+    value: T | None = None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+def fan_out(hosts: Iterable[H], fn: Callable[[H], T], timeout: float | None = None) -> dict[H, HostAnswer[T]]:
+    """Call `fn(host)` for every host at once; each host's answer, in the order given.
+
+    A failure is that host's answer (an engine being down is a state, not an error).
+    With `timeout`, the caller waits at most that long in all, whatever the number of
+    hosts: a host still silent then is answered "no answer within N s" and its thread is
+    left to end on its own socket deadline (every engine call has one). Without it, the
+    caller waits for every call, each bounded by the client's DOCKER_TIMEOUT.
+    """
+    host_list = list(dict.fromkeys(hosts))
+    if not host_list:
+        return {}
+    pool = ThreadPoolExecutor(max_workers=len(host_list), thread_name_prefix="fan-out")
+    try:
+        futures = {host: pool.submit(fn, host) for host in host_list}
+        wait(futures.values(), timeout=timeout)
+    finally:
+        # Never wait here for a straggler: the deadline above is the caller's whole wait.
+        pool.shutdown(wait=timeout is None, cancel_futures=True)
+    answers: dict[H, HostAnswer[T]] = {}
+    for host, future in futures.items():
+        if not future.done():
+            answers[host] = HostAnswer(error=f"no answer within {timeout:g} s")
+            continue
+        try:
+            answers[host] = HostAnswer(value=future.result())
+        except Exception as exc:  # each host's failure is its own answer
+            answers[host] = HostAnswer(error=describe_engine_error(exc))
+    return answers

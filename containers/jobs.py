@@ -1,121 +1,132 @@
-"""Background batch jobs: a database row with progress counts, run in a thread of the web worker.
+"""Batch jobs: a BatchJob row the pages read, run by a queue worker, resumable.
 
-The thread has its own database connection (Django's are per thread) and closes it at
-the end; each finished server updates its row, its result and the job's counts, so the
-page polling the job sees progress as it happens.
+The request records the job and defers its queue task in the same transaction (the
+task exists only if the job does). A worker then runs the servers that have no result
+yet, writing each server's result, its new state and the job's counts in one small
+transaction as the item lands. A worker killed half-way (kill -9, OOM, deploy) leaves a
+job whose next attempt — procrastinate's retry, or the stalled-job recovery in
+vpnadmin.queue — runs only the rest; the job is closed, with its one audit entry, in
+the transaction that marks it finished, so a batch is audited exactly once.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from datetime import timedelta
-from typing import Any
 
-from django.conf import settings
-from django.db import connections, transaction
-from django.db.models import F, Q
+from django.contrib.auth.models import AnonymousUser, User
+from django.db import IntegrityError, transaction
+from django.db.models import Count, F
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from containers import runner
+from containers.actions import Target
 from containers.models import BatchJob, BatchJobResult, JobStatus, Outcome, VpnServer
+from perf.cache import invalidate_on_commit
+from vpnadmin.audit import audit_record
 
 logger = logging.getLogger(__name__)
 
-_threads: dict[int, threading.Thread] = {}
-_threads_lock = threading.Lock()
-
-_COUNTER = {Outcome.DONE: "done", Outcome.UNCHANGED: "unchanged", Outcome.FAILED: "failed"}
+_COUNTER: dict[str, str] = {Outcome.DONE: "done", Outcome.UNCHANGED: "unchanged", Outcome.FAILED: "failed"}
 
 
-def job_submit(*, action: str, server_ids: list[int], actor: Any | None) -> BatchJob:
-    """Record a job and start it once the row is committed."""
+def job_submit(*, action: str, server_ids: list[int], actor: User | AnonymousUser | None) -> BatchJob:
+    """Record a job and queue it; the queue row commits with the job row or not at all."""
+    from containers.tasks import run_batch_job
+
     with transaction.atomic():
         job = BatchJob.objects.create(
             action=action,
-            created_by=actor if getattr(actor, "is_authenticated", False) else None,
+            created_by=actor if isinstance(actor, User) else None,
             server_ids=server_ids,
             total=len(server_ids),
         )
-        transaction.on_commit(lambda: _start_thread(job.pk))
+        # procrastinate's Django connector defers on this connection, inside this transaction.
+        run_batch_job.configure(lock=f"containers.batch-job:{job.pk}").defer(job_id=job.pk)
     return job
 
 
-def _start_thread(job_id: int) -> None:
-    thread = threading.Thread(target=job_run, args=(job_id,), name=f"batch-job-{job_id}", daemon=True)
-    with _threads_lock:
-        _threads[job_id] = thread
-    thread.start()
-
-
-def jobs_join(timeout: float = 120.0) -> None:
-    """Wait for every job thread of this process (tests, commands, shutdown)."""
-    with _threads_lock:
-        threads = list(_threads.values())
-    for thread in threads:
-        thread.join(timeout)
-    with _threads_lock:
-        for job_id, thread in list(_threads.items()):
-            if not thread.is_alive():
-                _threads.pop(job_id, None)
-
-
-def job_run(job_id: int) -> None:
-    """Run one job to its end in this thread."""
-    from containers.services import servers_batch_now
-
+def _record_item(job: BatchJob, target: Target, item: runner.Item) -> None:
+    """One server's result, its new state and the job's counts, together."""
+    result = item.result
     try:
-        job = BatchJob.objects.select_related("created_by").get(pk=job_id)
-        now = timezone.now()
-        BatchJob.objects.filter(pk=job_id).update(status=JobStatus.RUNNING, started_at=now, heartbeat_at=now)
-        servers = VpnServer.objects.filter(pk__in=job.server_ids).select_related("host")
-        found = servers.count()
-
-        def on_item(target: Any, item: Any) -> None:
-            from containers.services import _write_server
-
-            result = item.result
-            with transaction.atomic():
-                _write_server(job.action, target, item)
-                BatchJobResult.objects.create(
-                    job_id=job_id,
-                    server_id=result.server_id,
-                    server_name=result.server_name,
-                    host_name=result.host_name,
-                    outcome=result.outcome,
-                    message=result.message[:255],
-                )
-                counter = _COUNTER[result.outcome]
-                BatchJob.objects.filter(pk=job_id).update(**{counter: F(counter) + 1}, heartbeat_at=timezone.now())
-
-        servers_batch_now(action=job.action, servers=servers, actor=job.created_by, on_item=on_item)
-        missing = job.total - found
-        BatchJob.objects.filter(pk=job_id).update(
-            status=JobStatus.FINISHED,
-            finished_at=timezone.now(),
-            failed=F("failed") + missing,
-            error=f"{missing} servers were deleted before the job ran" if missing else "",
-        )
-    except Exception as exc:
-        logger.exception("batch job %s crashed", job_id)
-        BatchJob.objects.filter(pk=job_id).update(
-            status=JobStatus.CRASHED, finished_at=timezone.now(), error=f"{type(exc).__name__}: {exc}"[:255]
-        )
-    finally:
-        connections.close_all()
+        with transaction.atomic():
+            BatchJobResult.objects.create(
+                job_id=job.pk,
+                server_id=result.server_id,
+                server_name=result.server_name,
+                host_name=result.host_name,
+                outcome=result.outcome,
+                message=result.message[:255],
+            )
+            runner.write_server(job.action, target, item)
+            counter = _COUNTER[result.outcome]
+            BatchJob.objects.filter(pk=job.pk).update(**{counter: F(counter) + 1}, heartbeat_at=timezone.now())
+            invalidate_on_commit([f"server:{result.server_id}", "servers"])
+    except IntegrityError:
+        # Already recorded by an earlier attempt that died after its commit: keep that one.
+        logger.info("batch job %s: server %s already has a result", job.pk, result.server_id)
 
 
-def jobs_expire_abandoned() -> int:
-    """Mark as crashed the jobs whose thread died with its worker (restart, kill, deploy).
-
-    A live job beats on every finished server; the longest item is a few engine calls,
-    each bounded by DOCKER_TIMEOUT, so a silence of JOB_STALE_AFTER means no thread is left.
-    """
-    cutoff = timezone.now() - timedelta(seconds=settings.CONTAINERS_JOB_STALE_AFTER)
-    return BatchJob.objects.filter(
-        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff),
-        status__in=[JobStatus.QUEUED, JobStatus.RUNNING],
-    ).update(
-        status=JobStatus.CRASHED,
-        finished_at=timezone.now(),
-        error="the worker running this job stopped (restarted or killed); the remaining servers were not processed",
+def job_run(job_id: int) -> BatchJob | None:
+    """Run what is left of one job: the servers with no result yet. Safe to call again."""
+    job = BatchJob.objects.select_related("created_by").filter(pk=job_id).first()
+    if job is None or not job.is_active:
+        return job
+    now = timezone.now()
+    BatchJob.objects.filter(pk=job_id).update(
+        status=JobStatus.RUNNING, started_at=Coalesce(F("started_at"), now), heartbeat_at=now
     )
+    recorded = BatchJobResult.objects.filter(job_id=job_id, server__isnull=False).values_list("server_id", flat=True)
+    remaining = VpnServer.objects.filter(pk__in=job.server_ids).exclude(pk__in=list(recorded))
+    targets = runner.targets_of(remaining)
+    _finished, down = runner.run(
+        targets,
+        runner.action_work(job.action),
+        per_host_limit=lambda host: host.max_concurrent,
+        on_item=lambda target, item: _record_item(job, target, item),
+    )
+    with transaction.atomic():
+        runner.record_hosts({t.host.pk: t.host for t in targets}.values(), down)
+        _finish(job_id)
+    return BatchJob.objects.filter(pk=job_id).first()
+
+
+def _finish(job_id: int, *, crashed: str = "") -> None:
+    """Close the job and write its one audit entry, once, however many attempts ran.
+
+    Runs in the caller's transaction, holding the job's row: of two attempts closing the
+    same job (a retry racing a slow original), the second finds it closed.
+    """
+    job = BatchJob.objects.select_for_update(of=("self",)).select_related("created_by").get(pk=job_id)
+    if not job.is_active:
+        return
+    counts = dict(
+        BatchJobResult.objects.filter(job_id=job_id).values_list("outcome").annotate(n=Count("id")).order_by()
+    )
+    done, unchanged = counts.get(Outcome.DONE, 0), counts.get(Outcome.UNCHANGED, 0)
+    failed = counts.get(Outcome.FAILED, 0)
+    if crashed:
+        status, error = JobStatus.CRASHED, crashed
+    else:
+        # Servers deleted before their turn have no result; they count as failed.
+        missing = max(job.total - done - unchanged - failed, 0)
+        failed += missing
+        status, error = JobStatus.FINISHED, f"{missing} servers were deleted before the job ran" if missing else ""
+    BatchJob.objects.filter(pk=job_id).update(
+        status=status, finished_at=timezone.now(), done=done, unchanged=unchanged, failed=failed, error=error[:255]
+    )
+    audit_record(
+        actor=job.created_by,
+        action=f"servers_{job.action}",
+        target="containers.VpnServer",
+        count=job.total,
+        object_ids=list(job.server_ids),
+        detail={"done": done, "unchanged": unchanged, "failed": failed, "job": job.pk, "status": status},
+    )
+
+
+def job_crashed(job_id: int, reason: str) -> None:
+    """The last attempt failed: close the job as crashed, with what it did so far audited."""
+    with transaction.atomic():
+        _finish(job_id, crashed=reason)

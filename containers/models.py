@@ -240,6 +240,10 @@ class BatchJobResult(models.Model):
 
     class Meta:
         ordering = ["id"]
+        constraints = [
+            # One result per server and job, whichever attempt of a retried job wrote it.
+            models.UniqueConstraint(fields=["job", "server"], name="containers_result_one_per_server"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.server_name}: {self.outcome}"

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, Prefetch, QuerySet
 
-from containers.engine import EngineAddress, describe_engine_error, ping_host
+from containers.engine import EngineAddress, fan_out, ping_host
 from containers.models import BatchJob, DockerHost, VpnServer
 from containers.stats import read_panel
 from perf.cache import invalidate_on_commit
@@ -46,16 +45,6 @@ class HostStatus:
     detail: str
 
 
-_status_pool: ThreadPoolExecutor | None = None
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _status_pool
-    if _status_pool is None:
-        _status_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="host-status")
-    return _status_pool
-
-
 def live_host_status(hosts: Iterable[DockerHost], *, timeout: float | None = None) -> dict[int, HostStatus]:
     """Ping every enabled host at once; a host that does not answer within `timeout` is unreachable.
 
@@ -63,18 +52,11 @@ def live_host_status(hosts: Iterable[DockerHost], *, timeout: float | None = Non
     """
     deadline = settings.HEALTH_CHECK_TIMEOUT if timeout is None else timeout
     enabled = [host for host in hosts if host.enabled]
-    futures = {host.pk: _pool().submit(ping_host, host, timeout=deadline) for host in enabled}
-    wait(futures.values(), timeout=deadline)
-    status: dict[int, HostStatus] = {}
-    for pk, future in futures.items():
-        if not future.done():
-            status[pk] = HostStatus(False, f"no answer within {deadline:g} s")
-            continue
-        try:
-            status[pk] = HostStatus(True, "Docker " + future.result())
-        except Exception as exc:  # a host down is a state shown on the page
-            status[pk] = HostStatus(False, describe_engine_error(exc))
-    return status
+    answers = fan_out(enabled, lambda host: ping_host(host, timeout=deadline), timeout=deadline)
+    return {
+        host.pk: HostStatus(True, f"Docker {answer.value}") if answer.ok else HostStatus(False, answer.error)
+        for host, answer in answers.items()
+    }
 
 
 def servers_for_ids(ids: Iterable[int]) -> QuerySet[VpnServer]:

@@ -5,13 +5,14 @@ Live panels read samples only from here (one get_many per panel), never from an 
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Iterable
 from typing import Any
 
 from django.core.cache import cache
 from django.template.defaultfilters import filesizeformat
+
+from perf.cache import tagged_cache
 
 SAMPLE_KEY = "containers:stats:{server_id}"
 PANEL_KEY = "containers:stats:panel"
@@ -67,21 +68,10 @@ def sample_from_raw(raw: dict[str, Any], previous: dict[str, Any] | None = None)
     }
 
 
-def _set_accepts_tags() -> bool:
-    # The tagged cache (perf/cache.py) takes `tags=`; plain backends do not.
-    try:
-        return "tags" in inspect.signature(cache.set).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def store_sample(*, server_id: int, host_id: int, sample: dict[str, Any], timeout: float) -> None:
     """Keep the latest sample of one server, tagged by host and server."""
     key = SAMPLE_KEY.format(server_id=server_id)
-    if _set_accepts_tags():
-        cache.set(key, sample, timeout=timeout, tags=[f"host:{host_id}", f"server:{server_id}", "stats"])
-    else:
-        cache.set(key, sample, timeout=timeout)
+    tagged_cache().set(key, sample, timeout=timeout, tags=[f"host:{host_id}", f"server:{server_id}", "stats"])
 
 
 def read_samples(server_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
@@ -167,10 +157,7 @@ def build_panel(
 
 def store_panel(panel: dict[str, Any], *, timeout: float) -> None:
     """Keep the panel's summary: a panel request then costs one cache read, whatever the count."""
-    if _set_accepts_tags():
-        cache.set(PANEL_KEY, panel, timeout=timeout, tags=["stats"])
-    else:
-        cache.set(PANEL_KEY, panel, timeout=timeout)
+    tagged_cache().set(PANEL_KEY, panel, timeout=timeout, tags=["stats"])
 
 
 def read_panel() -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ urlpatterns = [
     path("dataplane/", views_dataplane.dataplane_summary, name="dataplane"),
     path("users/<int:user_id>/usage/", views_dataplane.user_usage, name="user_usage"),
     path("hosts/", views.host_list, name="hosts"),
+    path("hosts/add-local/", views.host_add_local, name="host_add_local"),
     path("hosts/<int:host_id>/check/", views.host_check, name="host_check"),
     path("hosts/<int:host_id>/enable/", views.host_set_enabled, {"enabled": True}, name="host_enable"),
     path("hosts/<int:host_id>/disable/", views.host_set_enabled, {"enabled": False}, name="host_disable"),

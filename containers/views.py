@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
@@ -13,9 +14,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from containers import selectors, services
 from containers.forms import BatchForm, DockerHostForm, VpnServerForm
-from containers.jobs import jobs_expire_abandoned
 from containers.models import BatchAction, DockerHost
 from vpnadmin.http import AuthedHttpRequest, render_page_or_partial
+from vpnadmin.queue import worker_status
 
 # The permission each batch action needs.
 ACTION_PERMISSIONS = {
@@ -37,6 +38,7 @@ def _servers_context(request: AuthedHttpRequest, **extra: Any) -> dict[str, Any]
         "actions": BatchAction.choices,
         "jobs": selectors.recent_jobs(),
         "panel": selectors.stats_panel(),
+        "default_engine": settings.DOCKER_HOST,
         **extra,
     }
 
@@ -44,8 +46,6 @@ def _servers_context(request: AuthedHttpRequest, **extra: Any) -> dict[str, Any]
 @require_GET
 @permission_required("containers.view_vpnserver", raise_exception=True)
 def server_list(request: AuthedHttpRequest) -> HttpResponse:
-    services.hosts_ensure_default()
-    jobs_expire_abandoned()
     return render_page_or_partial(request, "containers/servers.html", _servers_context(request), "servers")
 
 
@@ -62,24 +62,26 @@ def server_batch(request: AuthedHttpRequest) -> HttpResponse:
         raise PermissionDenied
     servers = selectors.servers_for_ids(form.cleaned_data["server"])
     outcome = services.servers_run_batch(action=action, servers=servers, actor=request.user)
-    context = _servers_context(request, outcome=outcome, job=outcome.job)
+    worker = worker_status() if outcome.job else None
+    context = _servers_context(request, outcome=outcome, job=outcome.job, worker=worker)
     return render_page_or_partial(request, "containers/servers.html", context, "servers")
 
 
 @require_GET
 @permission_required("containers.view_vpnserver", raise_exception=True)
 def job_detail(request: AuthedHttpRequest, job_id: int) -> HttpResponse:
-    jobs_expire_abandoned()
+    # Reads only: a job whose worker died is put back in the queue by the stalled-job
+    # recovery (vpnadmin.queue), never by opening this page.
     job = selectors.job_with_results(job_id)
     if job is None:
         return render(request, "containers/job.html", {"job": None}, status=404)
-    return render_page_or_partial(request, "containers/job.html", {"job": job}, "progress")
+    worker = worker_status() if job.is_active else None
+    return render_page_or_partial(request, "containers/job.html", {"job": job, "worker": worker}, "progress")
 
 
 @require_http_methods(["GET", "POST"])
 @permission_required("containers.add_vpnserver", raise_exception=True)
 def server_new(request: AuthedHttpRequest) -> HttpResponse:
-    services.hosts_ensure_default()
     form = VpnServerForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -142,7 +144,6 @@ def _hosts_context(form: DockerHostForm) -> dict[str, Any]:
 @require_http_methods(["GET", "POST"])
 @permission_required("containers.view_dockerhost", raise_exception=True)
 def host_list(request: AuthedHttpRequest) -> HttpResponse:
-    services.hosts_ensure_default()
     if request.method == "POST":
         if not request.user.has_perm("containers.add_dockerhost"):
             raise PermissionDenied
@@ -179,3 +180,15 @@ def host_set_enabled(request: AuthedHttpRequest, host_id: int, enabled: bool) ->
     services.hosts_set_enabled(hosts=DockerHost.objects.filter(pk=host.pk), enabled=enabled, actor=request.user)
     messages.success(request, f"{host.name} {'enabled' if enabled else 'disabled'}.")
     return redirect("containers:hosts")
+
+
+@require_POST
+@permission_required("containers.add_dockerhost", raise_exception=True)
+def host_add_local(request: AuthedHttpRequest) -> HttpResponse:
+    """The engine configured in settings (DOCKER_HOST) as the first host: a button, not a side effect of a page."""
+    host = services.hosts_ensure_default(actor=request.user)
+    if host is None:
+        messages.info(request, "There are hosts already.")
+    else:
+        messages.success(request, f"Host {host.name} added ({host.base_url}).")
+    return redirect("containers:servers")

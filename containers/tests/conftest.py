@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from django.conf import settings
 
 from conftest import REPO, RUN_ID, TEST_IMAGE, TEST_LABEL, docker_client_for
 from containers.engine import close_clients
-from containers.models import DockerHost, VpnServer
+from containers.models import BatchJob, DockerHost, VpnServer
 
 SECOND_SOCKET = "unix:///var/run/vpnadmin-docker2.sock"
 SECOND_PIDFILE = Path("/var/run/vpnadmin-docker2.pid")
@@ -106,3 +107,24 @@ def stopped_second_engine() -> Iterator[None]:
     finally:
         subprocess.run(["bash", "scripts/prepare-test-machine.sh"], cwd=REPO, check=True, capture_output=True)
         close_clients()
+
+
+@pytest.fixture
+def silent_engine_socket(tmp_path: Path) -> Iterator[str]:
+    """A unix socket that accepts connections and never answers: a hung engine."""
+    path = tmp_path / "hung.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen(64)
+        yield f"unix://{path}"
+
+
+def wait_for_job(job_id: int, *, seconds: float = 120) -> BatchJob:
+    """The job once a queue worker has closed it (a generous bound: this waits, it does not time)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        job = BatchJob.objects.get(pk=job_id)
+        if not job.is_active:
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} still {job.status} ({job.processed} of {job.total})"
+        time.sleep(0.2)

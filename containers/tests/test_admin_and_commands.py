@@ -79,14 +79,14 @@ def test_syncservers_refuses_an_unknown_host_name(local_host: DockerHost) -> Non
         call_command("syncservers", "--host", "nowhere", stdout=StringIO())
 
 
-def test_collectstats_once_keeps_a_sample_of_every_running_server(
+def test_collectstats_takes_one_pass_and_keeps_a_sample_of_every_running_server(
     local_host: DockerHost, second_host: DockerHost, make_server: Callable[..., VpnServer]
 ) -> None:
     servers = [make_server(local_host), make_server(second_host)]
     stopped = make_server(local_host, image=TEST_IMAGE)
     servers_start_batch(servers=servers)
     out = StringIO()
-    call_command("collectstats", "--once", stdout=out)
+    call_command("collectstats", stdout=out)
     assert "2 sampled, 0 not running, 0 failed" in out.getvalue()
     samples = read_samples([s.pk for s in [*servers, stopped]])
     assert set(samples) == {s.pk for s in servers}

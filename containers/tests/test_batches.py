@@ -8,7 +8,7 @@ import docker
 import pytest
 
 from conftest import DockerSandbox, docker_client_for
-from containers.models import BatchJob, DockerHost, JobStatus, VpnServer
+from containers.models import DockerHost, VpnServer
 from containers.services import (
     BatchOutcome,
     servers_create_batch,
@@ -94,42 +94,3 @@ def test_a_container_named_like_the_server_but_not_its_own_is_not_touched(
     outcome, message = _by_name(servers_stop_batch(servers=[server]))[server.name]
     assert outcome == "failed"
     assert "is not this server's" in message
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_large_batch_runs_as_a_background_job_with_progress_and_one_audit_entry(
-    local_host: DockerHost, make_server: Callable[..., VpnServer], owner: object
-) -> None:
-    from containers.jobs import jobs_join
-    from containers.services import servers_run_batch
-
-    for _ in range(7):
-        make_server(local_host)
-    outcome = servers_run_batch(action="start", servers=VpnServer.objects.all(), actor=owner)
-    assert outcome.job is not None
-    jobs_join()
-    job = BatchJob.objects.get(pk=outcome.job.pk)
-    assert (job.status, job.total, job.done, job.failed, job.remaining) == (JobStatus.FINISHED, 7, 7, 0, 0)
-    assert job.results.count() == 7
-    assert set(VpnServer.objects.values_list("observed_state", flat=True)) == {"running"}
-    assert AuditEntry.objects.filter(action="servers_start").count() == 1
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_batch_a_host_would_take_in_several_waves_runs_in_the_background(
-    make_server: Callable[..., VpnServer],
-) -> None:
-    from django.conf import settings
-
-    from containers.jobs import jobs_join
-    from containers.services import servers_run_batch
-
-    narrow = DockerHost.objects.create(
-        name="narrow", base_url=settings.DOCKER_HOST, network_mode="none", max_concurrent=1
-    )
-    make_server(narrow)
-    make_server(narrow)
-    outcome = servers_run_batch(action="create", servers=VpnServer.objects.all())
-    assert outcome.job is not None
-    jobs_join()
-    assert BatchJob.objects.get(pk=outcome.job.pk).done == 2

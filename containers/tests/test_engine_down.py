@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from django.test import Client
 
+from containers.engine import close_clients
 from containers.models import DockerHost, VpnServer
 from containers.services import servers_start_batch, servers_sync
 
@@ -67,16 +70,6 @@ def test_an_ssh_host_that_does_not_answer_fails_its_items_instead_of_hanging(
     assert results[there.name].message.startswith("host far: engine")
 
 
-@pytest.fixture
-def silent_engine_socket(tmp_path: Path) -> Iterator[str]:
-    """A unix socket that accepts connections and never answers: a hung engine."""
-    path = tmp_path / "hung.sock"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
-        server.bind(str(path))
-        server.listen(64)
-        yield f"unix://{path}"
-
-
 def test_a_hung_engine_fails_its_items_with_a_timeout_while_the_other_host_works(
     local_host: DockerHost, make_server: Callable[..., VpnServer], silent_engine_socket: str
 ) -> None:
@@ -90,3 +83,78 @@ def test_a_hung_engine_fails_its_items_with_a_timeout_while_the_other_host_works
             "failed",
             "host hung: engine did not answer in time",
         )
+
+
+@pytest.fixture
+def silent_tcp_listener() -> Iterator[int]:
+    """A TCP port on 127.0.0.1 that accepts connections and never sends a byte (not even an
+    ssh banner): a wedged sshd, or a firewall that swallows the session."""
+    held: list[socket.socket] = []
+    stop = threading.Event()
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield int(server.getsockname()[1])
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+def _ssh_children() -> list[int]:
+    me = os.getpid()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        if name == "ssh" and int(rest[1]) == me:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def short_engine_deadlines(settings: object) -> Iterator[None]:
+    """Calls to engines give up after 1 s; ssh itself would wait 5 s for the server's greeting."""
+    settings.DOCKER_TIMEOUT = 10  # type: ignore[attr-defined]
+    settings.HEALTH_CHECK_TIMEOUT = 1  # type: ignore[attr-defined]
+    close_clients()
+    yield
+    close_clients()
+
+
+def test_an_ssh_engine_that_never_answers_fails_on_the_read_deadline_and_its_ssh_process_ends(
+    local_host: DockerHost,
+    make_server: Callable[..., VpnServer],
+    silent_tcp_listener: int,
+    short_engine_deadlines: None,
+) -> None:
+    # Before the socket pair, docker-py read ssh's stdout with no deadline: the call lasted as
+    # long as ssh did, and ended "unreachable" when ssh gave up, not "did not answer in time".
+    silent = DockerHost.objects.create(
+        name="silent", base_url=f"ssh://vpn@127.0.0.1:{silent_tcp_listener}", network_mode="none"
+    )
+    here = make_server(local_host)
+    there = make_server(silent)
+    results = {r.server_name: r for r in servers_start_batch(servers=VpnServer.objects.all()).results}
+    assert results[here.name].outcome == "done"
+    assert (results[there.name].outcome, results[there.name].message) == (
+        "failed",
+        "host silent: engine did not answer in time",
+    )
+    close_clients()
+    assert _ssh_children() == []
