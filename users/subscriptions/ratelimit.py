@@ -86,36 +86,79 @@ local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return count
 """
-_script: Any = None  # redis-py's Script (SHA cached, EVALSHA with a fallback), made on first use
+_sha: str | None = None  # the script's SHA on the Redis server, loaded once per process
 
 
-def _redis_hit(name: str, period: int) -> int | None:
-    """INCR in Redis, or None when Redis is not there (the caller counts locally)."""
-    client_factory = getattr(getattr(cache, "client", None), "get_client", None)
-    if client_factory is None:
-        return None
-    try:
-        client = client_factory(write=True)  # raises while the cache's breaker is open
-        global _script  # one Script per process (EVALSHA, SHA cached), bound to no client
-        if _script is None:
-            _script = client.register_script(_INCR_SCRIPT)
-        return int(_script(keys=[name], args=[period + 1], client=client))
-    except Exception as error:  # any Redis failure means "count locally"
+@dataclass
+class PendingHit:
+    """A request counted in Redis whose answer is read later (`verdict`), so the count's
+    round trip overlaps the cache read that follows instead of adding to it."""
+
+    window: int
+    key: str
+    limit: int
+    retry_after: int
+    connection: Any = None
+    pool: Any = None
+
+    def verdict(self) -> Verdict:
+        count: int | None = None
+        if self.connection is not None:
+            connection, self.connection = self.connection, None
+            try:
+                count = int(connection.read_response())
+            except Exception as error:  # any Redis failure means "count locally"
+                connection.disconnect()
+                _redis_failed(error)
+            finally:
+                self.pool.release(connection)
+        if count is None:
+            count = _local.hit(self.window, self.key)
+        return Verdict(allowed=count <= self.limit, count=count, limit=self.limit, retry_after=self.retry_after)
+
+
+def _redis_failed(error: Exception) -> None:
+    global _sha  # the per-process script SHA
+    from redis.exceptions import ResponseError
+
+    if isinstance(error, ResponseError):
+        _sha = None  # Redis answered (e.g. NOSCRIPT after a restart): load the script again next time
+    else:
         breaker = getattr(cache, "breaker", None)
         if breaker is not None and not breaker.is_open:
             breaker.trip(error)  # the rest of this request (the cache read) skips Redis too
-        logger.warning("subscription rate limit counted in-process: Redis failed (%s)", type(error).__name__)
-        return None
+    logger.warning("subscription rate limit counted in-process: Redis failed (%s)", type(error).__name__)
 
 
-def hit(request: HttpRequest) -> Verdict:
+def start(request: HttpRequest) -> PendingHit:
+    """Count this request: the INCR is sent now, its answer read by `verdict()`."""
+    global _sha  # the per-process script SHA
     limit, period = settings.SUBSCRIPTION_RATE_LIMIT, settings.SUBSCRIPTION_RATE_PERIOD
     now = time.time()
     window = int(now // period)
     key = client_key(request)
-    name = cache.make_key(f"subrl:{window}:{key}") if hasattr(cache, "make_key") else f"subrl:{window}:{key}"
-    count = _redis_hit(name, period)
-    if count is None:
-        count = _local.hit(window, key)
-    retry_after = max(1, int((window + 1) * period - now))
-    return Verdict(allowed=count <= limit, count=count, limit=limit, retry_after=retry_after)
+    pending = PendingHit(window, key, limit, retry_after=max(1, int((window + 1) * period - now)))
+    client_factory = getattr(getattr(cache, "client", None), "get_client", None)
+    if client_factory is None:
+        return pending
+    try:
+        client = client_factory(write=True)  # raises while the cache's breaker is open
+        if _sha is None:
+            _sha = str(client.script_load(_INCR_SCRIPT))
+        name = cache.make_key(f"subrl:{window}:{key}")
+        pool = client.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_command("EVALSHA", _sha, 1, name, period + 1)
+        except Exception:
+            connection.disconnect()
+            pool.release(connection)
+            raise
+        pending.connection, pending.pool = connection, pool
+    except Exception as error:  # any Redis failure means "count locally"
+        _redis_failed(error)
+    return pending
+
+
+def hit(request: HttpRequest) -> Verdict:
+    return start(request).verdict()

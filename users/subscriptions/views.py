@@ -31,7 +31,12 @@ from users.selectors import SearchRefused, selection_queryset
 from users.subscriptions import negotiate, ratelimit
 from users.subscriptions.export import issued_csv, subscription_url
 from users.subscriptions.forms import BULK_CHOICES
-from users.subscriptions.selectors import SubscriptionData, subscription_for_token, subscription_state
+from users.subscriptions.selectors import (
+    SubscriptionData,
+    cached_subscription,
+    subscription_for_token,
+    subscription_state,
+)
 from users.subscriptions.services import (
     TARGET,
     subscription_rotate,
@@ -85,14 +90,21 @@ def _text(message: str, status: int) -> HttpResponse:
 @login_not_required
 @require_safe
 def subscription(request: HttpRequest, token: str) -> HttpResponse:
-    verdict = ratelimit.hit(request)
+    # /sub/<token>/ and /sub/<token> both; anything else is looked up as it is (and not found).
+    token = token[:-1] if token.endswith("/") else token
+    # The count goes out first and its answer is read after the cache read: one round trip
+    # of waiting for both. PostgreSQL is asked only once the limit said yes.
+    pending = ratelimit.start(request)
+    try:
+        data = cached_subscription(token)
+    finally:
+        verdict = pending.verdict()
     if not verdict.allowed:
         response = _text("Too many requests from this address. Try again later.", 429)
         response["Retry-After"] = str(verdict.retry_after)
         return _private(response)
-    # /sub/<token>/ and /sub/<token> both; anything else is looked up as it is (and not found).
-    token = token[:-1] if token.endswith("/") else token
-    data = subscription_for_token(token)
+    if data is None:
+        data = subscription_for_token(token)
     if data is None:
         raise Http404  # Django's own 404 page, byte for byte the one of any unknown URL
     fmt = negotiate.choose_format(

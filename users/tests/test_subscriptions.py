@@ -732,3 +732,21 @@ def test_revoking_for_all_users_matching_a_search_revokes_exactly_theirs(
     entry = AuditEntry.objects.get(action="subscriptions_revoke")
     assert entry.count == 3 and entry.object_ids == sorted(u.pk for u in found)
     assert tokens[other.pk]
+
+
+def test_a_redis_that_forgot_the_limit_script_still_gets_answers_and_the_script_is_loaded_again(
+    make_user: Callable[..., VpnUser], private_redis: tuple[int, subprocess.Popen[bytes]]
+) -> None:
+    port, _ = private_redis
+    caches = json.loads(json.dumps(settings.CACHES))
+    caches["default"]["LOCATION"] = f"redis://127.0.0.1:{port}/0"
+    with override_settings(CACHES=caches, SUBSCRIPTION_RATE_LIMIT=100):
+        token = issue(make_user())
+        assert fetch(token, REMOTE_ADDR="192.0.2.50").status_code == 200
+        server = redis.Redis(port=port)
+        server.script_flush()  # what a Redis restart does to loaded scripts
+        assert fetch(token, REMOTE_ADDR="192.0.2.50").status_code == 200  # counted in-process this once
+        assert fetch(token, REMOTE_ADDR="192.0.2.50").status_code == 200
+        counters = list(server.scan_iter(match="*subrl:*"))
+        assert len(counters) == 1 and int(server.get(counters[0]) or 0) == 2  # back in Redis
+        server.close()
