@@ -10,11 +10,17 @@ validate and refuse in the same way; only the templates around them differ.
 
 from __future__ import annotations
 
+import base64
+import datetime
+import pickle
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.template.defaultfilters import filesizeformat
 
@@ -22,6 +28,8 @@ from users import services
 from users.forms import BulkEditForm
 from users.models import VpnUser
 from users.selectors import selection_stamp, server_options
+from vpnadmin.audit import audit_record
+from vpnadmin.models import AuditEntry
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -147,6 +155,8 @@ def bulk_step(
     if form is not None and not form.is_valid():
         return step
     edit = form.to_edit() if form is not None else None
+    if _too_many(users):
+        return _queue(step, users, actor=actor, selection=selection, edit=edit)
     try:
         count = action.run(
             actor=actor,
@@ -163,6 +173,99 @@ def bulk_step(
         return step
     step.message = action.done.format(count=count, summary=summarize(edit) if edit else "")
     return step
+
+
+# --- bulk actions too big for a request -------------------------------------------------
+
+
+def _too_many(users: QuerySet[VpnUser]) -> bool:
+    """More users than a request may touch (counted no further than the limit)."""
+    limit = settings.USERS_BULK_INLINE_MAX
+    return users.order_by().values("pk")[: limit + 1].count() > limit
+
+
+def _queue(
+    step: BulkStep, users: QuerySet[VpnUser], *, actor: User | None, selection: str, edit: services.BulkEdit | None
+) -> BulkStep:
+    """Check now what can be checked fast, then hand the write to a queue worker."""
+    from users.tasks import run_bulk_action
+
+    try:
+        if edit is not None:
+            services.users_bulk_edit_check(users=users, edit=edit, stamp=step.stamp or None)
+        elif step.action.asks_first:
+            services.users_check_stamp(users=users, stamp=step.stamp)
+    except services.BulkRefused as exc:
+        if step.form is not None and not isinstance(exc, services.SelectionChanged):
+            step.form.add_error(None, str(exc))
+        else:
+            step.error = str(exc)
+        return step
+    arguments = queue_arguments(step.action, users, actor=actor, selection=selection, stamp=step.stamp, edit=edit)
+    job_id = run_bulk_action.defer(**arguments)
+    count = f"{step.count:,} " if step.count else ""
+    step.message = (
+        f"Queued: “{step.action.label}” on {count}users runs in a queue worker (job {job_id}); "
+        "the audit trail records the result."
+    )
+    return step
+
+
+def queue_arguments(
+    action: BulkAction,
+    users: QuerySet[VpnUser],
+    *,
+    actor: User | None,
+    selection: str,
+    stamp: str,
+    edit: services.BulkEdit | None,
+) -> dict[str, Any]:
+    """A bulk action as JSON for the queue: the selection's query itself (a filter, or the
+    admin's changelist query), never a list of a million ids."""
+    values = dict(edit.values) if edit else {}
+    if isinstance(values.get("expire_at"), datetime.date):
+        values["expire_at"] = values["expire_at"].isoformat()
+    return {
+        "action": action.name,
+        "query": base64.b64encode(pickle.dumps(users.query)).decode(),
+        "stamp": stamp if action.asks_first else "",
+        "edit": {"values": values, "add_days": edit.add_days, "add_bytes": edit.add_bytes} if edit else None,
+        "actor_id": actor.pk if actor is not None else None,
+        "selection": selection,
+    }
+
+
+def bulk_run_queued(
+    *,
+    job_id: int,
+    action: str,
+    query: str,
+    stamp: str,
+    edit: dict[str, Any] | None,
+    actor_id: int | None,
+    selection: str,
+) -> str:
+    """Run a queued bulk action once: one transaction that ends in the action's audit
+    entry, or in a "refused" entry saying why; a retry after a commit finds the entry."""
+    label = f"{selection} (queue job {job_id})"
+    spec = BULK_ACTIONS[action]
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            # Two attempts of one job (a stalled worker that was not dead) run one at a time.
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('users.run_bulk_action'), %s)", [job_id])
+        if AuditEntry.objects.filter(target=services.TARGET, detail__selection=label).exists():
+            return "done before (this is a retry)"
+        users = VpnUser.objects.all()
+        users.query = pickle.loads(base64.b64decode(query))  # noqa: S301 - written by queue_arguments, read from our own database
+        actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
+        bulk_edit = services.BulkEdit(**edit) if edit else None
+        try:
+            count = spec.run(actor=actor, users=users, selection=label, stamp=stamp or None, edit=bulk_edit)
+        except services.BulkRefused as exc:
+            detail = {"selection": label, "action": action, "refused": str(exc)}
+            audit_record(actor=actor, action="users_bulk_refused", target=services.TARGET, count=0, detail=detail)
+            return f"refused: {exc}"
+    return spec.done.format(count=count, summary=summarize(bulk_edit) if bulk_edit else "")
 
 
 def summarize(edit: services.BulkEdit) -> str:

@@ -708,6 +708,19 @@ def describe_bulk_edit(values: Mapping[str, Any], edit: BulkEdit) -> dict[str, A
     return described
 
 
+def users_check_stamp(*, users: QuerySet[VpnUser], stamp: str) -> None:
+    """Raise SelectionChanged unless `users` still holds what the operator confirmed."""
+    _check_stamp(users, stamp)
+
+
+def users_bulk_edit_check(*, users: QuerySet[VpnUser], edit: BulkEdit, stamp: str | None = None) -> None:
+    """Everything users_bulk_edit refuses, checked without writing (before a queued edit)."""
+    values = _clean_bulk_edit(edit)
+    _check_stamp(users, stamp)
+    if values.get("server_id") is not None:
+        _check_server_fits(users, values["server_id"])
+
+
 def users_bulk_edit(
     *, actor: User | None, users: QuerySet[VpnUser], edit: BulkEdit, selection: str = "", stamp: str | None = None
 ) -> int:

@@ -291,6 +291,8 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = envint("FILE_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1
 # --- VPN users ---------------------------------------------------------------------
 USERS_IMPORT_MAX_BYTES = envint("USERS_IMPORT_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)  # one CSV upload
 USERS_IMPORT_MAX_ROWS = envint("USERS_IMPORT_MAX_ROWS", 100_000, minimum=1)  # rows in one page upload
+# A bulk action over more users than this runs in a queue worker, not in the request.
+USERS_BULK_INLINE_MAX = envint("USERS_BULK_INLINE_MAX", 20_000, minimum=1)
 # A streamed export ends (with a last line saying so) after this many seconds.
 EXPORT_TIME_LIMIT = envfloat("EXPORT_TIME_LIMIT", 120.0)
 USERS_CACHE_READS = envbool("USERS_CACHE_READS", True)  # off: lists and stats read PostgreSQL every time
