@@ -137,7 +137,8 @@ def acquire_run_lock(layout: Layout) -> int:
         os.close(fd)
         raise LaunchError(
             f"vpnadmin is already running from {layout.var_dir} (launcher pid {holder}); "
-            "stop that run first (Ctrl-C in its terminal), or give this one another VPNADMIN_VAR_DIR"
+            f"stop that run first (Ctrl-C in its terminal, or `kill {holder}`), "
+            "or give this one another VPNADMIN_VAR_DIR"
         ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
