@@ -202,3 +202,19 @@ def test_a_stats_pass_slower_than_its_interval_never_runs_twice_at_once_even_wit
             "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'containers.collect_stats' AND status = 'todo'"
         ).fetchone()[0]
     assert waiting <= 1  # the queueing lock: missed ticks do not pile up
+
+
+def _worker_row(client: Client) -> str:
+    page = client.get("/").content.decode()
+    start = page.index('data-component="worker"')
+    return page[start : page.index("</tr>", start)]
+
+
+def test_the_dashboard_shows_the_worker_part_down_while_no_worker_runs(owner_client: Client) -> None:
+    row = _worker_row(owner_client)
+    assert "badge-down" in row and "no queue worker" in row and "(optional)" in row
+
+
+def test_the_dashboard_shows_the_worker_part_up_while_one_runs(queue_worker: QueueWorker, owner_client: Client) -> None:
+    row = _worker_row(owner_client)
+    assert "badge-up" in row and "1 worker alive" in row
