@@ -11,7 +11,13 @@ from django import forms
 
 from containers.engine import client_for, describe_engine_error
 from containers.models import BatchAction, DockerHost, VpnServer
-from containers.policy import create_policy_errors, engine_url_errors, host_network_errors, image_errors
+from containers.policy import (
+    create_policy_errors,
+    engine_url_errors,
+    host_network_errors,
+    host_policy_errors,
+    image_errors,
+)
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NETWORK = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -28,10 +34,16 @@ class DockerHostForm(forms.ModelForm):
             "tls_client_key",
             "network_mode",
             "allow_host_network",
+            "bind_roots",
+            "image_prefixes",
             "max_concurrent",
         ]
         labels = {"base_url": "Engine address"}
-        widgets = {"tls_client_key": forms.TextInput(attrs={"autocomplete": "off"})}
+        widgets = {
+            "tls_client_key": forms.TextInput(attrs={"autocomplete": "off"}),
+            "bind_roots": forms.Textarea(attrs={"rows": 2}),
+            "image_prefixes": forms.Textarea(attrs={"rows": 2}),
+        }
 
     def clean_network_mode(self) -> str:
         value = self.cleaned_data["network_mode"].strip()
@@ -43,6 +55,11 @@ class DockerHostForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}  # ModelForm returns cleaned_data; None only in stubs
+        problems = host_policy_errors(
+            bind_roots_text=data.get("bind_roots") or "", image_prefixes_text=data.get("image_prefixes") or ""
+        )
+        for field, messages in problems.items():
+            self.add_error(field, messages)
         if data.get("network_mode") == "host" and not data.get("allow_host_network"):
             self.add_error(
                 "network_mode",
@@ -132,7 +149,7 @@ class VpnServerForm(forms.ModelForm):
         for problem in host_network_errors(host):
             self.add_error("host", problem)
         if image:
-            for problem in image_errors(image):
+            for problem in image_errors(image, host=host):
                 self.add_error("image", problem[:1].upper() + problem[1:] + ".")
         if name and VpnServer.objects.filter(host=host, name=name).exists():
             self.add_error("name", f"A server named {name} already exists on host {host.name}.")

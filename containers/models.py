@@ -42,6 +42,18 @@ class DockerHost(models.Model):
         default=False,
         help_text="Lets this host's containers share the host's network stack (test hosts, no bridge).",
     )
+    # The host's own creation policy: it narrows the installation's (CONTAINERS_BIND_ROOTS,
+    # CONTAINERS_IMAGE_PREFIXES), never widens it. Empty: the installation's alone.
+    bind_roots = models.TextField(
+        "directories for server data",
+        blank=True,
+        help_text="One a line, each under CONTAINERS_BIND_ROOTS; binds only from under these. Empty: all of those.",
+    )
+    image_prefixes = models.TextField(
+        "image sources",
+        blank=True,
+        help_text="One a line (ns/ for a namespace), each within CONTAINERS_IMAGE_PREFIXES. Empty: all of those.",
+    )
     max_concurrent = models.PositiveSmallIntegerField(
         default=10,
         validators=[MinValueValidator(1), MaxValueValidator(64)],

@@ -233,12 +233,53 @@ def _resolve(path: str, *, local: bool) -> str:
     return os.path.realpath(normal) if local else normal
 
 
+def _entries(text: str) -> list[str]:
+    return [item.strip() for item in re.split(r"[,\n]", text or "") if item.strip()]
+
+
 def bind_roots() -> list[str]:
+    """The installation's directories for server data (CONTAINERS_BIND_ROOTS)."""
     return [normalise_path(str(root)) for root in settings.CONTAINERS_BIND_ROOTS if str(root).startswith("/")]
 
 
 def image_prefixes() -> list[str]:
+    """The installation's image sources (CONTAINERS_IMAGE_PREFIXES)."""
     return [str(prefix).strip() for prefix in settings.CONTAINERS_IMAGE_PREFIXES if str(prefix).strip()]
+
+
+def host_bind_roots(host: Any | None) -> list[str]:
+    """A host's own narrower list (DockerHost.bind_roots); empty: the installation's applies alone."""
+    return [normalise_path(root) for root in _entries(getattr(host, "bind_roots", "")) if root.startswith("/")]
+
+
+def host_image_prefixes(host: Any | None) -> list[str]:
+    return _entries(getattr(host, "image_prefixes", ""))
+
+
+def host_policy_errors(*, bind_roots_text: str, image_prefixes_text: str) -> dict[str, list[str]]:
+    """Why a host's own policy is refused: it may only narrow the installation's, never widen it."""
+    errors: dict[str, list[str]] = {}
+    for root in _entries(bind_roots_text):
+        normal = normalise_path(root)
+        if not root.startswith("/"):
+            errors.setdefault("bind_roots", []).append(f"{root} must be an absolute path.")
+        elif not any(_under(normal, allowed) for allowed in bind_roots()):
+            shown = ", ".join(bind_roots()) or "none configured"
+            errors.setdefault("bind_roots", []).append(
+                f"{root} is not under the installation's directories for server data (CONTAINERS_BIND_ROOTS: {shown})."
+            )
+    for prefix in _entries(image_prefixes_text):
+        # The prefix as an image it would allow: a host prefix must itself be allowed.
+        probe = prefix.rstrip("/") + "/x" if prefix.endswith("/") else prefix
+        reference = normalise_image(probe)
+        if reference is None:
+            errors.setdefault("image_prefixes", []).append(f"{prefix} is not an image reference or namespace.")
+        elif not any(_prefix_matches(reference, allowed) for allowed in image_prefixes()):
+            shown = ", ".join(image_prefixes()) or "none configured"
+            errors.setdefault("image_prefixes", []).append(
+                f"{prefix} is not within the installation's image sources (CONTAINERS_IMAGE_PREFIXES: {shown})."
+            )
+    return errors
 
 
 def is_local_engine(host: Any | None) -> bool:
@@ -253,8 +294,11 @@ def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def bind_errors(bind: Any, *, local: bool = True) -> list[str]:
-    """Why one bind (`source:target[:ro|rw]`) is refused; empty when its source is under a data root."""
+def bind_errors(bind: Any, *, local: bool = True, host_roots: list[str] | None = None) -> list[str]:
+    """Why one bind (`source:target[:ro|rw]`) is refused; empty when its source is under a data root.
+
+    With `host_roots` (a host's own list) the source must be under one of those as well.
+    """
     if not isinstance(bind, str):
         return [f"bind {bind!r} must read source:target[:ro]"]
     parts = bind.split(":")
@@ -277,10 +321,18 @@ def bind_errors(bind: Any, *, local: bool = True) -> list[str]:
     except OSError as exc:
         # /proc/1/root and friends: a path the kernel will not even let us follow.
         return [f"bind {source} cannot be resolved on this machine ({exc.strerror}): refused"]
-    if any(_under(resolved, root) for root in allowed):
-        return []
     shown = source if resolved == source else f"{source} (resolves to {resolved})"
-    return [f"bind {shown} is outside the directories for server data ({', '.join(roots)}): refused"]
+    if not any(_under(resolved, root) for root in allowed):
+        return [f"bind {shown} is outside the directories for server data ({', '.join(roots)}): refused"]
+    if host_roots:
+        try:
+            narrower = [_resolve(root, local=local) for root in host_roots]
+        except OSError as exc:
+            return [f"bind {source}: this host's data directories cannot be resolved ({exc.strerror}): refused"]
+        if not any(_under(resolved, root) for root in narrower):
+            listed = ", ".join(host_roots)
+            return [f"bind {shown} is outside this host's directories for server data ({listed}): refused"]
+    return []
 
 
 def normalise_image(image: str) -> str | None:
@@ -321,16 +373,19 @@ def _prefix_matches(reference: str, prefix: str) -> bool:
     return reference.split("@", 1)[0] == allowed
 
 
-def image_errors(image: str) -> list[str]:
-    """Why an image is refused: a malformed reference, or one outside CONTAINERS_IMAGE_PREFIXES."""
+def image_errors(image: str, *, host: Any | None = None) -> list[str]:
+    """Why an image is refused: malformed, outside CONTAINERS_IMAGE_PREFIXES, or outside the host's own list."""
     reference = normalise_image(image or "")
     if reference is None:
         return [f"image {image!r} is not a valid image reference (registry/name:tag)"]
     prefixes = image_prefixes()
-    if any(_prefix_matches(reference, prefix) for prefix in prefixes):
-        return []
-    shown = ", ".join(prefixes) or "none configured"
-    return [f"image {image} is not from an allowed source (CONTAINERS_IMAGE_PREFIXES: {shown}): refused"]
+    if not any(_prefix_matches(reference, prefix) for prefix in prefixes):
+        shown = ", ".join(prefixes) or "none configured"
+        return [f"image {image} is not from an allowed source (CONTAINERS_IMAGE_PREFIXES: {shown}): refused"]
+    narrower = host_image_prefixes(host)
+    if narrower and not any(_prefix_matches(reference, prefix) for prefix in narrower):
+        return [f"image {image} is not from this host's image sources ({', '.join(narrower)}): refused"]
+    return []
 
 
 def _device_errors(devices: list[Any], needs: KindNeeds) -> list[str]:
@@ -361,7 +416,7 @@ def create_policy_errors(
     needs = kind_needs(protocol)
     errors: list[str] = []
     if image is not None:
-        errors += [f"image: {problem}." for problem in image_errors(image)]
+        errors += [f"image: {problem}." for problem in image_errors(image, host=host)]
     if host is not None:
         errors += host_network_errors(host)
     for key, value in options.items():
@@ -380,7 +435,12 @@ def create_policy_errors(
             errors.append(f"{key}: wrong type ({type(value).__name__}).")
         elif key == "binds":
             local = is_local_engine(host)
-            errors += [f"binds: {problem}." for bind in value for problem in bind_errors(bind, local=local)]
+            host_roots = host_bind_roots(host)
+            errors += [
+                f"binds: {problem}."
+                for bind in value
+                for problem in bind_errors(bind, local=local, host_roots=host_roots)
+            ]
         elif key == "cap_add":
             extra = sorted({str(cap).upper().removeprefix("CAP_") for cap in value} - needs.cap_add)
             if extra:

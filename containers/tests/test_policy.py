@@ -457,3 +457,43 @@ def test_extra_fields_posted_to_the_hosts_page_are_ignored(owner_client: Client)
     assert response.status_code == 302
     host = DockerHost.objects.get(name="second")
     assert host.enabled is True and host.last_error == "" and host.engine_version != "forged"
+
+
+# --- a host's own policy narrows the installation's -------------------------------------
+
+
+def test_a_hosts_own_data_directories_narrow_the_installations(data_root: Path) -> None:
+    host = DockerHost(name="narrow", base_url=settings.DOCKER_HOST, bind_roots=f"{data_root}/vpn-1")
+    assert create_policy_errors({"binds": [f"{data_root}/vpn-1/conf:/etc/vpn"]}, host=host) == []
+    other = create_policy_errors({"binds": [f"{data_root}/escape-free:/data"]}, host=host)
+    assert other == [
+        f"binds: bind {data_root}/escape-free is outside this host's directories for server data "
+        f"({data_root}/vpn-1): refused."
+    ]
+
+
+def test_a_hosts_own_image_sources_narrow_the_installations(settings: Any) -> None:
+    settings.CONTAINERS_IMAGE_PREFIXES = ["vpnadmin-test/"]
+    host = DockerHost(name="narrow", base_url="unix:///var/run/docker.sock", image_prefixes="vpnadmin-test/wireguard")
+    assert image_errors("vpnadmin-test/wireguard:latest", host=host) == []
+    assert image_errors("vpnadmin-test/busybox:latest", host=host) == [
+        "image vpnadmin-test/busybox:latest is not from this host's image sources (vpnadmin-test/wireguard): refused"
+    ]
+
+
+def test_the_hosts_page_refuses_a_host_policy_wider_than_the_installations(
+    owner_client: Client, data_root: Path
+) -> None:
+    response = owner_client.post(
+        "/containers/hosts/",
+        _admin_host_form(
+            bind_roots=f"{data_root}/vpn-1\n/\n{data_root}/../outside", image_prefixes="busybox\nvpnadmin/"
+        ),
+    )
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "/ is not under the installation&#x27;s directories for server data" in page
+    assert f"{data_root}/../outside is not under the installation" in page
+    assert "busybox is not within the installation&#x27;s image sources" in page
+    assert f"{data_root}/vpn-1 is not under" not in page and "vpnadmin/ is not within" not in page
+    assert not DockerHost.objects.filter(name="second").exists()
