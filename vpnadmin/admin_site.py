@@ -40,7 +40,7 @@ class AuditedAdminMixin:
     def save_model(self, request: HttpRequest, obj: models.Model, form: Any, change: bool) -> None:
         setattr(request, _MARK, audit_entries_in_request())
         before = {name: _sorted_if_objects(form.initial.get(name)) for name in form.changed_data} if change else {}
-        super().save_model(request, obj, form, change)  # type: ignore[misc]
+        super().save_model(request, obj, form, change)  # type: ignore[misc]  # a mixin: the ModelAdmin comes after it in the MRO
         after = {name: form.cleaned_data.get(name) for name in form.changed_data}
         setattr(request, _CHANGES, audit_changes(before, after))
 
@@ -53,7 +53,7 @@ class AuditedAdminMixin:
         if mark is not None and audit_entries_in_request() > mark:
             return  # the service that saved it recorded the entry
         audit_record(
-            actor=request.user,  # type: ignore[attr-defined]
+            actor=request.user,
             action=f"admin_{verb}",
             target=_label(type(obj)),
             count=1,
@@ -63,22 +63,22 @@ class AuditedAdminMixin:
         )
 
     def log_addition(self, request: HttpRequest, obj: models.Model, message: Any) -> Any:
-        result = super().log_addition(request, obj, message)  # type: ignore[misc]
+        result = super().log_addition(request, obj, message)  # type: ignore[misc]  # a mixin: the ModelAdmin comes after it in the MRO
         self._record_save(request, obj, "add", message)
         return result
 
     def log_change(self, request: HttpRequest, obj: models.Model, message: Any) -> Any:
-        result = super().log_change(request, obj, message)  # type: ignore[misc]
+        result = super().log_change(request, obj, message)  # type: ignore[misc]  # a mixin: the ModelAdmin comes after it in the MRO
         self._record_save(request, obj, "change", message)
         return result
 
     def delete_model(self, request: HttpRequest, obj: models.Model) -> None:
         mark = audit_entries_in_request()
         pk, text = obj.pk, str(obj)[:200]
-        super().delete_model(request, obj)  # type: ignore[misc]
+        super().delete_model(request, obj)  # type: ignore[misc]  # a mixin: the ModelAdmin comes after it in the MRO
         if audit_entries_in_request() == mark:
             audit_record(
-                actor=request.user,  # type: ignore[attr-defined]
+                actor=request.user,
                 action="admin_delete",
                 target=_label(type(obj)),
                 count=1,
@@ -90,10 +90,10 @@ class AuditedAdminMixin:
         mark = audit_entries_in_request()
         ids = [str(pk) for pk in queryset.values_list("pk", flat=True)[: MAX_AUDITED_IDS + 1]]
         count = len(ids) if len(ids) <= MAX_AUDITED_IDS else queryset.count()
-        super().delete_queryset(request, queryset)  # type: ignore[misc]
+        super().delete_queryset(request, queryset)  # type: ignore[misc]  # a mixin: the ModelAdmin comes after it in the MRO
         if audit_entries_in_request() == mark:
             audit_record(
-                actor=request.user,  # type: ignore[attr-defined]
+                actor=request.user,
                 action="admin_delete",
                 target=_label(queryset.model),
                 count=count,

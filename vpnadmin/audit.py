@@ -79,11 +79,11 @@ def audit_record(
             truncated = True
             break
         ids.append(object_id)
-    authenticated = actor is not None and getattr(actor, "is_authenticated", False)
+    person = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
     context = requestctx.current()
     entry = AuditEntry.objects.create(
-        actor=actor if authenticated else None,
-        actor_name=actor.get_username() if authenticated else "",
+        actor=person,
+        actor_name=person.get_username() if person is not None else "",
         action=action,
         target=target,
         count=count,

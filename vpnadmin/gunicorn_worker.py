@@ -17,8 +17,9 @@ import socket
 import time
 from typing import Any
 
-from gunicorn.http.unreader import SocketUnreader
-from gunicorn.workers.gthread import TConn, ThreadWorker
+# gunicorn ships no type hints.
+from gunicorn.http.unreader import SocketUnreader  # type: ignore[import-untyped]
+from gunicorn.workers.gthread import TConn, ThreadWorker  # type: ignore[import-untyped]
 
 READ_TIMEOUT = float(os.environ.get("GUNICORN_REQUEST_READ_TIMEOUT", "20"))
 WRITE_TIMEOUT = float(os.environ.get("GUNICORN_CLIENT_WRITE_TIMEOUT", "30"))
@@ -48,7 +49,7 @@ class _DeadlineReader:
         return getattr(self.sock, name)
 
 
-class DeadlineConn(TConn):  # type: ignore[misc]  # gunicorn ships no type hints
+class DeadlineConn(TConn):
     def init(self) -> None:
         super().init()
         unreader = getattr(self.parser, "unreader", None)
@@ -60,7 +61,7 @@ class DeadlineConn(TConn):  # type: ignore[misc]  # gunicorn ships no type hints
         self.sock.settimeout(WRITE_TIMEOUT)
 
 
-class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no type hints
+class DeadlineThreadWorker(ThreadWorker):
     def accept(self, listener: socket.socket) -> None:
         # ThreadWorker.accept, making a DeadlineConn.
         try:

@@ -41,7 +41,7 @@ def _may_see_health_details(request: HttpRequest) -> bool:
     if settings.SESSION_COOKIE_NAME not in request.COOKIES:
         return False  # anonymous: no session lookup, so a database outage stays a JSON 503
     try:
-        user = request.user  # type: ignore[attr-defined]  # set by AuthenticationMiddleware
+        user = request.user  # set by AuthenticationMiddleware
         return bool(user.is_authenticated and user.is_staff)
     except DatabaseError:
         return False
