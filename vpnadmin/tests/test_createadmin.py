@@ -38,3 +38,13 @@ def test_it_does_nothing_when_an_administrator_exists(owner: User) -> None:
     assert "already exists" in out.getvalue()
     assert "password" not in out.getvalue()
     assert User.objects.filter(is_superuser=True).count() == 1
+
+
+def test_creating_the_first_administrator_is_audited_without_the_password() -> None:
+    from vpnadmin.models import AuditEntry
+
+    out = StringIO()
+    call_command("createadmin", stdout=out)
+    entry = AuditEntry.objects.get(action="admins_create_first")
+    assert entry.detail["username"] == "admin"
+    assert _password_from(out.getvalue()) not in str(entry.detail)

@@ -7,6 +7,9 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
+from django.db import transaction
+
+from vpnadmin.audit import audit_record
 
 
 class Command(BaseCommand):
@@ -24,7 +27,16 @@ class Command(BaseCommand):
             self.stdout.write("An administrator already exists; nothing to do.")
             return
         password = secrets.token_urlsafe(18)
-        user_model.objects.create_superuser(username=username, email="", password=password)
+        with transaction.atomic():
+            user = user_model.objects.create_superuser(username=username, email="", password=password)
+            audit_record(
+                actor=None,
+                action="admins_create_first",
+                target="auth.User",
+                count=1,
+                object_ids=[user.pk],
+                detail={"username": username, "via": "manage.py createadmin"},
+            )
         self.stdout.write(self.style.SUCCESS("Created the first administrator. This password is shown only once:"))
         self.stdout.write(f"  username: {username}")
         self.stdout.write(f"  password: {password}")
