@@ -63,6 +63,9 @@ MIDDLEWARE = [
     # The request id and client address every audit entry and log line carries.
     "vpnadmin.requestctx.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Warm /sub/ polls of VPN apps answered from the cache here: they need no session,
+    # user, CSRF or messages (everything else under /sub/ goes on down the stack).
+    "users.subscriptions.middleware.SubscriptionFastPathMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -47,6 +47,8 @@ from vpnadmin.audit import audit_record
 from vpnadmin.http import AuthedHttpRequest
 
 CHANGE = "users.change_vpnuser"
+# Where users/subscriptions/urls.py is included (vpnadmin/urls.py): the fast path matches it.
+SUB_PREFIX = "/sub/"
 MAX_SELECTED_IDS = 10_000
 
 
@@ -87,40 +89,80 @@ def _text(message: str, status: int) -> HttpResponse:
     return HttpResponse(message + "\n", status=status, content_type="text/plain; charset=utf-8")
 
 
-@login_not_required
-@require_safe
-def subscription(request: HttpRequest, token: str) -> HttpResponse:
-    # /sub/<token>/ and /sub/<token> both; anything else is looked up as it is (and not found).
-    token = token[:-1] if token.endswith("/") else token
-    # The count goes out first and its answer is read after the cache read: one round trip
-    # of waiting for both. PostgreSQL is asked only once the limit said yes.
+def _count_and_peek(request: HttpRequest, token: str) -> tuple[ratelimit.Verdict, SubscriptionData | None]:
+    """Count the request and read the cache. The count goes out first and its answer is
+    read after the cache read: one round trip of waiting for both, and no SQL."""
     pending = ratelimit.start(request)
     try:
         data = cached_subscription(token)
     finally:
         verdict = pending.verdict()
+    return verdict, data
+
+
+def _too_many(verdict: ratelimit.Verdict) -> HttpResponse:
+    response = _text("Too many requests from this address. Try again later.", 429)
+    response["Retry-After"] = str(verdict.retry_after)
+    return _private(response)
+
+
+def _requested_format(request: HttpRequest) -> str | None:
+    return negotiate.choose_format(
+        request.GET.get("format"), request.headers.get("User-Agent", ""), request.headers.get("Accept", "")
+    )
+
+
+def _machine_response(request: HttpRequest, data: SubscriptionData, token: str, fmt: str) -> HttpResponse:
+    render_body, content_type, extension = _MACHINE[fmt]
+    response = HttpResponse(render_body(data.profiles), content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{data.username}.{extension}"'
+    _client_headers(response, request, data, token)
+    return _private(response)
+
+
+def answer_warm(request: HttpRequest) -> HttpResponse | None:
+    """A VPN app's poll answered from the cache, or None to let the full stack and the view
+    handle it (HTML, .conf, unknown formats, cache misses). Called by the fast-path
+    middleware before sessions, auth and CSRF, none of which an app's poll needs; it leaves
+    its count and its cache miss on the request so the view does neither twice."""
+    token = request.path_info[len(SUB_PREFIX) :]
+    token = token[:-1] if token.endswith("/") else token
+    fmt = _requested_format(request)
+    if fmt not in _MACHINE or request.method not in ("GET", "HEAD") or not token:
+        return None
+    verdict, data = _count_and_peek(request, token)
+    request.subscription_counted = verdict  # type: ignore[attr-defined]  # read by the view below
     if not verdict.allowed:
-        response = _text("Too many requests from this address. Try again later.", 429)
-        response["Retry-After"] = str(verdict.retry_after)
-        return _private(response)
+        return _too_many(verdict)
     if data is None:
+        return None
+    return _machine_response(request, data, token, fmt)
+
+
+@login_not_required
+@require_safe
+def subscription(request: HttpRequest, token: str) -> HttpResponse:
+    # /sub/<token>/ and /sub/<token> both; anything else is looked up as it is (and not found).
+    token = token[:-1] if token.endswith("/") else token
+    counted: ratelimit.Verdict | None = getattr(request, "subscription_counted", None)
+    if counted is None:
+        verdict, data = _count_and_peek(request, token)
+    else:
+        verdict, data = counted, None  # the fast path counted it and found no cached answer
+    if not verdict.allowed:
+        return _too_many(verdict)
+    if data is None:
+        # PostgreSQL is asked only once the limit said yes.
         data = subscription_for_token(token)
     if data is None:
         raise Http404  # Django's own 404 page, byte for byte the one of any unknown URL
-    fmt = negotiate.choose_format(
-        request.GET.get("format"), request.headers.get("User-Agent", ""), request.headers.get("Accept", "")
-    )
+    fmt = _requested_format(request)
     if fmt is None:
         names = ", ".join(sorted(set(negotiate.FORMAT_NAMES)))
         return _private(_text(f"Unknown format {request.GET.get('format', '')[:40]!r}. Use one of: {names}.", 400))
-    if fmt == negotiate.HTML:
-        response = subscription_page(request, data, token)
-    elif fmt == negotiate.WIREGUARD:
-        response = _wireguard_file(data)
-    else:
-        render_body, content_type, extension = _MACHINE[fmt]
-        response = HttpResponse(render_body(data.profiles), content_type=content_type)
-        response["Content-Disposition"] = f'attachment; filename="{data.username}.{extension}"'
+    if fmt in _MACHINE:
+        return _machine_response(request, data, token, fmt)
+    response = subscription_page(request, data, token) if fmt == negotiate.HTML else _wireguard_file(data)
     _client_headers(response, request, data, token)
     return _private(response)
 

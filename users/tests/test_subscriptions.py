@@ -750,3 +750,16 @@ def test_a_redis_that_forgot_the_limit_script_still_gets_answers_and_the_script_
         counters = list(server.scan_iter(match="*subrl:*"))
         assert len(counters) == 1 and int(server.get(counters[0]) or 0) == 2  # back in Redis
         server.close()
+
+
+def test_a_warm_poll_runs_no_sql_and_sets_no_cookie(
+    make_user: Callable[..., VpnUser], django_assert_num_queries: Any
+) -> None:
+    token = issue(make_user())
+    first = fetch(token)
+    with django_assert_num_queries(0):
+        for user_agent in ("v2rayN/6", "ClashVerge/1.7", "SFA/1.11"):
+            response = fetch(token, ua=user_agent)
+            assert response.status_code == 200 and not response.cookies
+    assert fetch(token).content == first.content
+    assert response["X-Content-Type-Options"] == "nosniff"  # SecurityMiddleware still ran
