@@ -16,7 +16,7 @@ from django.views.decorators.vary import vary_on_headers
 from containers.dataplane import fleet_dataplane, server_dataplane
 from containers.models import VpnServer
 from containers.sync import servers_mark_dirty
-from vpnadmin.http import AuthedHttpRequest, render_page_or_partial
+from vpnadmin.http import AuthedHttpRequest, render_page_or_partial, wants_partial
 
 
 def _get_server(server_id: int) -> VpnServer:
@@ -27,11 +27,13 @@ def _get_server(server_id: int) -> VpnServer:
 @vary_on_headers("HX-Request")
 @permission_required("containers.view_vpnserver", raise_exception=True)
 def server_detail(request: AuthedHttpRequest, server_id: int) -> HttpResponse:
-    server = _get_server(server_id)
-    panel = server_dataplane(server.pk)
+    panel = server_dataplane(server_id)
     if panel is None:
         raise Http404
-    context = {"server": server, "panel": panel}
+    if wants_partial(request):
+        # The polled panel: one cache read, no query while nothing changed.
+        return render(request, "containers/server_detail.html#dataplane", {"panel": panel})
+    context = {"server": _get_server(server_id), "panel": panel}
     return render_page_or_partial(request, "containers/server_detail.html", context, "dataplane")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -47,8 +48,13 @@ def test_the_server_page_shows_users_apply_state_the_cores_message_and_traffic(
     assert "vpn.example.net:30443" in body
 
 
-def test_the_server_panel_refresh_is_a_partial(owner_client: Client, server: VpnServer) -> None:
-    response = owner_client.get(reverse("containers:server_detail", args=[server.pk]), headers={"HX-Request": "true"})
+def test_the_server_panel_refresh_is_a_partial_read_from_the_cache(
+    owner_client: Client, server: VpnServer, django_assert_max_num_queries: Any
+) -> None:
+    url = reverse("containers:server_detail", args=[server.pk])
+    owner_client.get(url, headers={"HX-Request": "true"})
+    with django_assert_max_num_queries(2):  # the session and its user; the panel comes from the cache
+        response = owner_client.get(url, headers={"HX-Request": "true"})
     assert response.status_code == 200
     body = response.content.decode()
     assert "<html" not in body and 'data-apply-state="failed"' in body

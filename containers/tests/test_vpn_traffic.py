@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from containers.models import ApplyState, DockerHost, VpnServer
 from containers.sync import servers_apply, servers_poll_traffic, traffic_deltas, users_reset_periodic
@@ -110,3 +111,26 @@ def test_periodic_resets_start_a_new_period_keep_the_previous_one_and_bring_limi
     # The same day again: nothing is due.
     assert users_reset_periodic(now=now + datetime.timedelta(minutes=5)) == 0
     assert users_reset_periodic(now=now + datetime.timedelta(days=1)) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_poll_starts_an_on_hold_users_clock_and_marks_servers_whose_users_expired_since_the_last_poll() -> None:
+    from containers.sync import servers_record_readings
+
+    host = DockerHost.objects.create(name="c", base_url="unix:///nowhere.sock", network_mode="none")
+    server = VpnServer.objects.create(
+        host=host, name="c1", protocol="vless", image="x/v:1", port=33000, apply_state=ApplyState.APPLIED
+    )
+    held = _user(server, on_hold_days=30)
+    assert held.expire_at is None
+    servers_record_readings(readings=[(server, {f"u{held.pk}": (100, 900)})])
+    held.refresh_from_db()
+    assert held.used_traffic == 1000 and held.last_online_at is not None
+    assert held.expire_at is not None and held.expire_at > held.last_online_at + datetime.timedelta(days=29)
+
+    server.refresh_from_db()
+    VpnServer.objects.filter(pk=server.pk).update(apply_state=ApplyState.APPLIED)
+    _user(server, expire_at=timezone.now())  # after the last poll, before the next
+    servers_record_readings(readings=[(server, {})])
+    server.refresh_from_db()
+    assert server.apply_state == ApplyState.PENDING  # the expired user leaves the desired set
