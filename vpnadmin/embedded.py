@@ -546,6 +546,12 @@ class Launcher:
     def run(self) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
+        # `make run` killed outright (SIGKILL) must not leave the run serving without it:
+        # the launcher then gets SIGTERM and stops everything in order.
+        parent = os.getppid()
+        _die_with_parent(signal.SIGTERM)()
+        if os.getppid() != parent:  # the parent was gone before the request took effect
+            return 1
         lock = acquire_run_lock(self.layout)
         try:
             env = self._start_engines()

@@ -278,6 +278,27 @@ def test_an_engine_that_dies_ends_the_run_and_says_which(var_dir: Path) -> None:
     assert _gone(postmaster)
 
 
+def test_when_the_process_that_started_the_launcher_is_killed_everything_stops(var_dir: Path) -> None:
+    """`make run` killed with SIGKILL: the launcher, its command and the engines follow it."""
+    ready = var_dir / "command-started"
+    parent = subprocess.Popen(
+        # A parent that waits for the launcher, as make does.
+        ["sh", "-c", f'{sys.executable} -m vpnadmin.embedded -- sh -c "touch {ready}; exec sleep 600"; exit 0'],
+        cwd=REPO,
+        env=_launcher_env(var_dir),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_for("the command to start beside the engines", ready.exists, parent)
+    layout = Layout.for_var_dir(var_dir)
+    everything = psutil.Process(parent.pid).children(recursive=True)
+    everything += [psutil.Process(int((layout.pgdata / "postmaster.pid").read_text().split()[0]))]
+    parent.kill()
+    parent.wait()
+    _wait_for("the launcher, its command and the engines to stop", lambda: all(_gone(p) for p in everything))
+    assert not (layout.pgdata / "postmaster.pid").exists()  # a clean shutdown, not a kill
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can start the launcher as another user")
 def test_started_by_root_the_engines_run_as_an_unprivileged_user(var_dir: Path) -> None:
     run = Run(var_dir)
