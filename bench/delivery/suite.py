@@ -2,7 +2,10 @@
 and the human page with its QR codes.
 
 - `/sub/<token>/` warm (base64 list, a v2rayN client) against a bare Django view returning
-  the same bytes under the same gunicorn: the endpoint every client of every user polls;
+  the same bytes under the same gunicorn: the endpoint every client of every user polls.
+  Ours waits for one Redis round trip (the limit's count and the cache read overlap), the
+  bare view for none: on a machine loaded far beyond its cores each of those socket calls
+  can be descheduled for a fraction of a millisecond, and the ratio moves with the load;
 - the first fetch after the user changed, against the warm fetch: it must be fresh at once
   (checked on every round: the bench fails loudly if a stale answer comes back);
 - the subscription page of a WireGuard user (links and three QR codes) against the same
