@@ -11,7 +11,7 @@ from conftest import PASSWORD
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
 
-def test_an_operator_logs_in_and_sees_every_component_state(page: Any, owner: Any) -> None:
+def test_an_operator_logs_in_and_sees_every_component_state(page: Any, owner: Any, queue_worker: Any) -> None:
     page.goto("/")
     assert "/login/" in page.url
     page.fill("#id_username", owner.username)
@@ -21,6 +21,7 @@ def test_an_operator_logs_in_and_sees_every_component_state(page: Any, owner: An
     assert page.locator("[data-component=database] .badge").inner_text() == "up"
     assert page.locator("[data-component=cache] .badge").inner_text() == "up"
     assert page.locator("[data-component='docker:local'] .badge").inner_text() == "up"
+    assert page.locator("[data-component=worker] .badge").inner_text() == "up"
     assert page.locator("[data-overall]").get_attribute("data-overall") == "ok"
 
 

@@ -14,6 +14,8 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 
+from vpnadmin.errors import first_line
+
 logger = logging.getLogger(__name__)
 
 SECTION_PERMISSIONS = {
@@ -56,7 +58,7 @@ class DatabaseUnavailableMiddleware:
         from django.template.response import TemplateResponse
 
         if isinstance(exception, OperationalError | InterfaceError):
-            logger.warning("database unavailable: %s", str(exception).strip().splitlines()[0] if str(exception) else "")
+            logger.warning("database unavailable: %s", first_line(exception))
             response = TemplateResponse(request, "503.html", status=503)
             response["Retry-After"] = "5"
             return response.render()

@@ -27,6 +27,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, connections
 
+from vpnadmin.errors import first_line
+
 logger = logging.getLogger(__name__)
 
 Probe = Callable[[], str]
@@ -145,9 +147,7 @@ def _single_flight(key: tuple[str, str], fn: Callable[[], T], ttl: float) -> Fut
 
 
 def _short_error(exc: BaseException) -> str:
-    text = str(exc).strip()
-    first_line = text.splitlines()[0] if text else ""
-    return f"{type(exc).__name__}: {first_line}"[:200]
+    return first_line(exc)
 
 
 def _timed(check: Check) -> ComponentCheck:

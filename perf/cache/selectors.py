@@ -7,6 +7,7 @@ from typing import Any
 
 from perf.cache.metrics import LATENCY_KINDS, OPS_WINDOW_SECONDS, Snapshot, percentile_us, read_snapshot
 from perf.cache.tags import tagged_cache
+from vpnadmin.errors import first_line
 
 BUSIEST_TAGS = 10
 
@@ -107,9 +108,7 @@ def _redis_figures() -> RedisFigures:
 
 
 def _short_error(error: BaseException) -> str:
-    cause = error.__cause__ or error
-    text = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-    return f"{type(cause).__name__}: {text}"[:200]
+    return first_line(error.__cause__ or error)
 
 
 def cache_overview() -> CacheOverview:

@@ -28,6 +28,7 @@ from typing import Any
 from django.core.signals import request_finished
 
 from perf.memory.profiler import MemoryProfiler, ProfilerConfig
+from vpnadmin.errors import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class Sampler:
             if isinstance(exc, DatabaseError) and not connection.in_atomic_block:
                 connection.close()
             kind = "full" if isinstance(exc, SnapshotStoreFull) else "unavailable"
-            message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            message = first_line(exc, limit=1000)
             if message != self._store_error:
                 logger.warning("memory sampler (pid %s): snapshot store %s: %s", os.getpid(), kind, message)
                 self._store_error = message

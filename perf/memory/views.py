@@ -20,6 +20,7 @@ from perf.memory.charts import process_chart
 from perf.memory.forms import TracemallocWindowForm
 from perf.memory.metrics import multiprocess_mode, render_latest
 from perf.memory.profiler import MB, ProfilerConfig
+from vpnadmin.errors import first_line
 from vpnadmin.http import AuthedHttpRequest, render_page_or_partial, wants_partial
 from vpnadmin.tokens import metrics_token
 
@@ -58,13 +59,8 @@ def _report_context(request: AuthedHttpRequest, **extra: Any) -> dict[str, Any]:
             store_error=None,
         )
     except DatabaseError as exc:
-        context.update(reports=[], findings=[], control=None, usage=None, store_error=_first_line(exc))
+        context.update(reports=[], findings=[], control=None, usage=None, store_error=first_line(exc, limit=300))
     return context
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:300]
 
 
 @require_GET

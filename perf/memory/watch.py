@@ -23,6 +23,7 @@ from django.db import DatabaseError, connection
 
 from perf.memory.leaks import Finding, detect
 from perf.memory.profiler import MB, ProfilerConfig, Snapshot, external_snapshot
+from vpnadmin.errors import first_line
 
 Emit = Callable[[str, str], None]  # (level: "info" | "warning" | "finding", text)
 
@@ -233,7 +234,7 @@ class Watcher:
         except (DatabaseError, SnapshotStoreFull) as exc:
             if isinstance(exc, DatabaseError) and not connection.in_atomic_block:
                 connection.close()  # made anew at the next write
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            text = first_line(exc)
             kind = "full" if isinstance(exc, SnapshotStoreFull) else "unavailable"
             message = f"snapshot store {kind}: {text}; watching goes on in memory and the report is still written"
             if message != self.store_error:

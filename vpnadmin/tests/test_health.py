@@ -22,14 +22,16 @@ def _redis_at(port: int) -> dict[str, Any]:
     return caches
 
 
-def test_healthz_tells_an_anonymous_caller_the_status_and_nothing_else(docker_client: Any) -> None:
+def test_healthz_tells_an_anonymous_caller_the_status_and_nothing_else(docker_client: Any, queue_worker: Any) -> None:
     response = Client().get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
     assert b"PostgreSQL" not in response.content and b"Redis" not in response.content
 
 
-def test_healthz_shows_staff_every_part_with_its_version(owner_client: Client, docker_client: Any) -> None:
+def test_healthz_shows_staff_every_part_with_its_version(
+    owner_client: Client, docker_client: Any, queue_worker: Any
+) -> None:
     body = owner_client.get("/healthz").json()
     assert body["status"] == "ok"
     assert body["checks"]["database"]["detail"].startswith("PostgreSQL")
@@ -50,7 +52,9 @@ def test_healthz_hides_details_from_a_logged_in_user_who_is_not_staff(stranger_c
     assert set(stranger_client.get("/healthz").json()) == {"status"}
 
 
-def test_healthz_is_503_and_names_redis_when_it_is_stopped(owner_client: Client, closed_port: int) -> None:
+def test_healthz_is_503_and_names_redis_when_it_is_stopped(
+    owner_client: Client, closed_port: int, queue_worker: Any
+) -> None:
     with override_settings(CACHES=_redis_at(closed_port)):
         anonymous = Client().get("/healthz")
         response = owner_client.get("/healthz")
