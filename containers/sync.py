@@ -169,15 +169,37 @@ def servers_apply(*, server_id: int) -> ApplyOutcome:
 
 
 def servers_needing_apply() -> list[int]:
-    """Servers still pending (a lost task, an engine that was down, a container that just started)."""
-    return list(
-        VpnServer.objects.filter(
-            apply_state=ApplyState.PENDING,
-            desired_state=DesiredState.RUNNING,
-            observed_state=ObservedState.RUNNING,
-            host__enabled=True,
-        ).values_list("pk", flat=True)
+    """Servers still pending (a lost task, an engine that was down, a container that just
+    started), and applied ones whose container no longer holds what was applied (it was
+    recreated, or its config lost): those are marked pending again."""
+    running = VpnServer.objects.select_related("host").filter(
+        desired_state=DesiredState.RUNNING, observed_state=ObservedState.RUNNING, host__enabled=True
     )
+    pending = list(running.filter(apply_state=ApplyState.PENDING).values_list("pk", flat=True))
+    applied = list(running.filter(apply_state=ApplyState.APPLIED).exclude(config_hash=""))
+    if applied:
+        with ThreadPoolExecutor(max_workers=min(POLL_CONCURRENCY, len(applied))) as pool:
+            held = list(pool.map(_held_digest, applied))
+        drifted = [
+            server.pk
+            for server, digest in zip(applied, held, strict=True)
+            if digest is not None and digest != server.config_hash
+        ]
+        if drifted:
+            VpnServer.objects.filter(pk__in=drifted).update(
+                apply_state=ApplyState.PENDING, apply_error="the container lost its config (recreated?)"
+            )
+            _invalidate(drifted)
+            pending += drifted
+    return pending
+
+
+def _held_digest(server: VpnServer) -> str | None:
+    """The hash the container holds ('' for none); None when it cannot be asked now."""
+    try:
+        return applied_digest(server)
+    except _ENGINE_ERRORS:
+        return None
 
 
 # --- traffic -----------------------------------------------------------------------------

@@ -140,3 +140,25 @@ def test_bytes_fetched_through_vless_reach_the_users_traffic_within_one_poll_and
     servers_poll_traffic()
     user.refresh_from_db()
     assert counted + size <= user.used_traffic <= counted + size * 1.05
+
+
+def test_a_recreated_container_is_found_by_the_converge_pass_and_served_again(
+    vpn_host: DockerHost, start_server: Callable[..., VpnServer], vless_client: Any, origin: str
+) -> None:
+    from containers.services import servers_remove_batch, servers_start_batch
+    from containers.sync import servers_needing_apply
+
+    server = start_server(vpn_host, "vless")
+    (user,) = _make_users(server, 1)
+    _converge(server)
+    assert server.pk not in servers_needing_apply()
+    # The container goes away behind the panel's back and a new one starts without a config.
+    servers_remove_batch(servers=VpnServer.objects.filter(pk=server.pk))
+    servers_start_batch(servers=VpnServer.objects.filter(pk=server.pk))
+    assert server.pk in servers_needing_apply()
+    server.refresh_from_db()
+    assert server.apply_state == ApplyState.PENDING
+    _converge(server)
+    wait_ready(server)
+    with vless_client(server.port, str(user.credential_uuid)) as socks:
+        assert fetch_until(socks, f"{origin}/bytes/1000", ok=True) == 1000
