@@ -301,3 +301,29 @@ def test_the_audit_page_says_when_from_is_after_to(owner_client: Client) -> None
 
 def test_the_audit_page_needs_the_view_permission(stranger_client: Client) -> None:
     assert stranger_client.get("/audit/").status_code == 403
+
+
+# --- every model's admin, single deletes included --------------------------------------------
+
+
+def test_deleting_one_vpn_user_in_the_admin_leaves_exactly_one_entry(owner_client: Client) -> None:
+    from users.tests.factories import make_users
+
+    (user_id,) = make_users(1, prefix="single")
+    before = AuditEntry.objects.count()
+    response = owner_client.post(f"/admin/users/vpnuser/{user_id}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    entries = AuditEntry.objects.order_by("-id")[: AuditEntry.objects.count() - before]
+    assert len(entries) == 1
+    assert entries[0].target == "users.VpnUser" and str(user_id) in [str(i) for i in entries[0].object_ids]
+
+
+def test_deleting_a_docker_host_in_the_admin_leaves_exactly_one_entry(owner_client: Client) -> None:
+    from containers.models import DockerHost
+
+    host = DockerHost.objects.create(name="audited", base_url="unix:///var/run/docker.sock")
+    before = AuditEntry.objects.count()
+    response = owner_client.post(f"/admin/containers/dockerhost/{host.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not DockerHost.objects.filter(pk=host.pk).exists()
+    assert AuditEntry.objects.count() - before == 1
