@@ -203,7 +203,7 @@ def _queue(
         return step
     arguments = queue_arguments(step.action, users, actor=actor, selection=selection, stamp=step.stamp, edit=edit)
     job_id = run_bulk_action.defer(**arguments)
-    count = f"{step.count:,} " if step.count else ""
+    count = f"{step.count:,} " if step.count else f"more than {settings.USERS_BULK_INLINE_MAX:,} "
     step.message = (
         f"Queued: “{step.action.label}” on {count}users runs in a queue worker (job {job_id}); "
         "the audit trail records the result."

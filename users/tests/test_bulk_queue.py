@@ -113,3 +113,12 @@ def test_a_queued_action_whose_selection_changed_is_refused_with_an_audit_entry(
     assert VpnUser.objects.count() == 4
     entry = AuditEntry.objects.get(action="users_bulk_refused")
     assert entry.count == 0 and entry.actor_name == "owner" and "selection changed" in entry.detail["refused"]
+
+
+@pytest.mark.django_db
+def test_a_big_disable_is_queued_not_written_in_the_request(owner_client: Client, settings: Any) -> None:
+    settings.USERS_BULK_INLINE_MAX = 3
+    make_users(5)
+    response = owner_client.post("/users/bulk/", {"action": "disable", "select_all": "on"}, follow=True)
+    assert "“Disable” on more than 3 users runs in a queue worker" in _text(response)
+    assert VpnUser.objects.filter(is_active=True).count() == 5
