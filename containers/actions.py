@@ -17,7 +17,7 @@ import docker
 from django.conf import settings
 
 from containers.models import LABEL_SERVER, BatchAction, DockerHost, ObservedState, Outcome, VpnServer
-from containers.policy import create_policy_errors
+from containers.policy import create_policy_errors, recorded_bind_errors
 
 _HOST_CONFIG_OPTIONS = {
     "init",
@@ -151,9 +151,17 @@ def do_start(api: docker.APIClient, target: Target, obs: Observed) -> tuple[str,
     if obs.state == "paused":
         api.unpause(info["Id"])
     else:
+        _check_binds_before_start(info, target)
         api.start(info["Id"])
     _seen(obs, api.inspect_container(info["Id"]))
     return Outcome.DONE, verb
+
+
+def _check_binds_before_start(info: dict[str, Any], target: Target) -> None:
+    # The engine resolves bind sources at each start: a symlink swapped in since creation is refused here.
+    problems = recorded_bind_errors(info, target.host)
+    if problems:
+        raise Refused("refused by the creation policy at start: " + " ".join(problems))
 
 
 def do_stop(api: docker.APIClient, target: Target, obs: Observed) -> tuple[str, str]:
@@ -175,6 +183,7 @@ def do_restart(api: docker.APIClient, target: Target, obs: Observed) -> tuple[st
     if info is None:
         info, verb = create(api, target, obs), "created and started"
     _seen(obs, info)
+    _check_binds_before_start(info, target)
     api.restart(info["Id"], timeout=settings.DOCKER_STOP_TIMEOUT)
     _seen(obs, api.inspect_container(info["Id"]))
     return Outcome.DONE, verb

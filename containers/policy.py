@@ -470,3 +470,14 @@ def host_network_errors(host: Any) -> list[str]:
 def server_policy_errors(server: Any) -> list[str]:
     """The whole creation policy for a stored server, checked again right before its container is made."""
     return create_policy_errors(server.options, protocol=server.protocol, host=server.host, image=server.image)
+
+
+def recorded_bind_errors(info: dict[str, Any], host: Any | None) -> list[str]:
+    """The binds an existing container will mount at its next start, checked again.
+
+    The engine resolves a bind's source when it starts the container, not when it made
+    it: a directory swapped for a symlink since creation would mount whatever it points at.
+    """
+    binds = (info.get("HostConfig") or {}).get("Binds") or []
+    local, roots = is_local_engine(host), host_bind_roots(host)
+    return [problem for bind in binds for problem in bind_errors(bind, local=local, host_roots=roots)]

@@ -14,7 +14,7 @@ from django.test import Client
 from conftest import TEST_IMAGE, docker_client_for
 from containers.models import DockerHost, VpnServer
 from containers.policy import create_policy_errors, engine_url_errors, image_errors
-from containers.services import servers_create, servers_create_batch
+from containers.services import servers_create, servers_create_batch, servers_start_batch
 from vpnadmin.models import AuditEntry
 
 from .conftest import SECOND_SOCKET
@@ -497,3 +497,25 @@ def test_the_hosts_page_refuses_a_host_policy_wider_than_the_installations(
     assert "busybox is not within the installation&#x27;s image sources" in page
     assert f"{data_root}/vpn-1 is not under" not in page and "vpnadmin/ is not within" not in page
     assert not DockerHost.objects.filter(name="second").exists()
+
+
+@pytest.mark.docker
+def test_a_data_directory_swapped_for_a_symlink_after_creation_is_refused_at_start(
+    local_host: DockerHost, make_server: Callable[..., VpnServer], data_root: Path
+) -> None:
+    server = make_server(local_host, options={"binds": [f"{data_root}/vpn-1:/data"]})
+    created = servers_create_batch(servers=[server]).results[0]
+    assert created.outcome == "done", created.message
+    # Whoever can write under the data root replaces the directory with a way out.
+    (data_root / "vpn-1").rmdir()
+    (data_root / "vpn-1").symlink_to("/etc")
+    started = servers_start_batch(servers=VpnServer.objects.filter(pk=server.pk)).results[0]
+    assert started.outcome == "failed"
+    assert "refused by the creation policy at start" in started.message
+    assert f"bind {data_root}/vpn-1 (resolves to /etc) is outside" in started.message
+    engine = docker_client_for(settings.DOCKER_HOST)
+    try:
+        server.refresh_from_db()
+        assert engine.containers.get(server.container_id).status == "created"
+    finally:
+        engine.close()
