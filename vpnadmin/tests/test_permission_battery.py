@@ -339,3 +339,23 @@ def test_extra_post_fields_do_not_make_anyone_a_superuser(cast: dict[str, User |
     client = _client(cast[OPERATOR])
     client.post("/account/logout-everywhere/", {"is_superuser": "on", "is_staff": "on"})
     assert not User.objects.get(pk=cast[OPERATOR].pk).is_superuser  # type: ignore[union-attr]
+
+
+EXTRA_FIELDS = {"is_superuser": "on", "is_staff": "on", "private_key": "forged", "server": str(MISSING), "actor": "1"}
+
+
+@pytest.mark.parametrize("role", [OPERATOR, "superuser"])
+def test_extra_post_fields_on_every_form_are_ignored(role: str, cast: dict[str, User | None]) -> None:
+    user = cast[role]
+    client = _client(user)
+    superusers = set(User.objects.filter(is_superuser=True).values_list("pk", flat=True))
+    failures = []
+    for name, _index, rule in _cases():
+        if rule.method != "POST" or name in ("logout", "logout_everywhere"):
+            continue
+        response = client.post(reverse(name, kwargs=rule.kwargs), EXTRA_FIELDS)
+        if response.status_code >= 500:
+            failures.append(f"POST {name} with extra fields: {response.status_code}")
+    assert failures == [], "\n".join(failures)
+    assert set(User.objects.filter(is_superuser=True).values_list("pk", flat=True)) == superusers
+    assert User.objects.filter(is_staff=True, pk=user.pk).exists()  # type: ignore[union-attr]
