@@ -278,3 +278,25 @@ def test_rotation_leaves_a_row_that_a_request_rewrote_meanwhile_as_the_request_w
     # The request wrote under the newest key: the row needs no rotation and opens without the old key.
     settings.VPNADMIN_ENCRYPTION_KEYS = [KEY_B]
     assert VpnUser.objects.get(pk=user.pk).credential_password == "set-by-a-request"
+
+
+def test_the_servers_data_migration_encrypts_a_plaintext_environment_and_key_once(key_a: str) -> None:
+    host = DockerHost.objects.create(name="local", base_url="unix:///var/run/docker.sock", network_mode="none")
+    server = servers_create(
+        actor=None, host=host, name="old-wg", protocol="wireguard", image="vpnadmin-test/wireguard", port=51822
+    )
+    with connection.cursor() as cursor:  # as a row stood before encryption
+        cursor.execute(
+            "UPDATE containers_vpnserver SET environment = %s, wg_private_key = %s WHERE id = %s",
+            ['{"API_TOKEN": "old-env-secret"}', "old-server-private", server.pk],
+        )
+    migration = importlib.import_module("containers.migrations.0005_secrets_encrypted")
+    for _ in range(2):  # a second run (after an interruption) changes nothing more
+        with connection.schema_editor() as editor:
+            migration.encrypt_existing(None, editor)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT environment, wg_private_key FROM containers_vpnserver WHERE id = %s", [server.pk])
+            environment, private = cursor.fetchone()
+        assert environment.startswith(TOKEN_PREFIX) and private.startswith(TOKEN_PREFIX)
+    server.refresh_from_db()
+    assert (server.environment, server.wg_private_key) == ({"API_TOKEN": "old-env-secret"}, "old-server-private")
