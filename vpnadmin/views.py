@@ -7,6 +7,7 @@ import sys
 from dataclasses import asdict
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_not_required, permission_required
 from django.contrib.auth.views import redirect_to_login
@@ -118,8 +119,6 @@ def staff_logout_everywhere(request: AuthedHttpRequest, pk: int) -> HttpResponse
     if not target.is_staff:
         raise PermissionDenied("Only staff users' sessions are ended here.")
     ended = sessions_end_for_user(actor=request.user, user=target, reason="administrator")
-    from django.contrib import messages
-
     messages.success(request, f"Ended {ended} session(s) of {target.get_username()}.")
     return redirect(request.POST.get("next") or "account_sessions")
 
