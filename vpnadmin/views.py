@@ -120,7 +120,7 @@ def staff_logout_everywhere(request: AuthedHttpRequest, pk: int) -> HttpResponse
         raise PermissionDenied("Only staff users' sessions are ended here.")
     ended = sessions_end_for_user(actor=request.user, user=target, reason="administrator")
     messages.success(request, f"Ended {ended} session(s) of {target.get_username()}.")
-    return redirect(request.POST.get("next") or "account_sessions")
+    return redirect("admin:auth_user_change", target.pk)
 
 
 # --- branded error pages (never a traceback or a setting) --------------------------------
