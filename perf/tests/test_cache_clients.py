@@ -22,11 +22,11 @@ from perf.cache import RedisTaggedCache, TaggedValueError
 def _backend(client_class: str, location: Any = None, **options: Any) -> RedisTaggedCache:
     """A tagged cache on the test Redis under this run's prefix plus `client_class`'s name."""
     params = {
-        "LOCATION": location or settings.CACHES["default"]["LOCATION"],
+        "LOCATION": location or str(settings.CACHES["default"]["LOCATION"]),
         "KEY_PREFIX": f"{settings.CACHE_KEY_PREFIX}-{client_class.rsplit('.', 1)[-1]}",
         "OPTIONS": {"CLIENT_CLASS": client_class, **options},
     }
-    return RedisTaggedCache(params["LOCATION"], params)
+    return RedisTaggedCache(location or str(settings.CACHES["default"]["LOCATION"]), params)
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def herd() -> Iterator[RedisTaggedCache]:
 @pytest.fixture
 def sharded() -> Iterator[RedisTaggedCache]:
     # Two shards: two databases of the test Redis (only this run's prefix is touched).
-    base = settings.CACHES["default"]["LOCATION"].rsplit("/", 1)[0]
+    base = str(settings.CACHES["default"]["LOCATION"]).rsplit("/", 1)[0]
     cache = _backend("django_redis.client.ShardClient", [f"{base}/14", f"{base}/15"])
     cache.clear()
     yield cache

@@ -13,18 +13,22 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.cache import cache
+from django.core.cache import cache as default_cache
 from django.test import Client, override_settings
 
+from perf.cache import RedisTaggedCache
 from perf.cache.metrics import CacheMetricsUnavailable, read_totals
 
 pytestmark = pytest.mark.django_db
+
+# The default cache is always the tagged backend: typed as such for the checker.
+cache = cast("RedisTaggedCache", default_cache)
 
 
 @dataclass
@@ -78,7 +82,7 @@ def private_redis(closed_port: int) -> Iterator[PrivateRedis]:
 
 
 def caches_at(port: int, **options: Any) -> dict[str, Any]:
-    caches = copy.deepcopy(settings.CACHES)
+    caches: dict[str, Any] = copy.deepcopy(settings.CACHES)
     caches["default"]["LOCATION"] = f"redis://127.0.0.1:{port}/0"
     caches["default"]["OPTIONS"].update({"RETRY_INTERVAL": 0.2, "FAILURE_LOG_INTERVAL": 60, **options})
     return caches
@@ -133,7 +137,7 @@ def test_a_hanging_redis_is_skipped_after_one_timeout_and_logged_once(
             assert cache.get("anything", "default") == "default"
             assert count_users_through_the_cache() == 1
         # After the first timeout the breaker is open: later calls do not wait on the socket.
-        assert cache.breaker.is_open
+        assert cache.breaker is not None and cache.breaker.is_open
         warnings = [r for r in caplog.records if r.name == "perf.cache" and r.levelno == logging.WARNING]
         assert len(warnings) == 1
         assert "TimeoutError" in warnings[0].getMessage()
@@ -143,7 +147,7 @@ def test_a_hanging_redis_is_skipped_after_one_timeout_and_logged_once(
 
 
 def test_the_socket_timeouts_are_explicit_and_below_the_worker_timeout() -> None:
-    options = settings.CACHES["default"]["OPTIONS"]
+    options = cast("dict[str, Any]", settings.CACHES["default"]["OPTIONS"])
     assert options["SOCKET_TIMEOUT"] == settings.CACHE_SOCKET_TIMEOUT
     assert options["SOCKET_CONNECT_TIMEOUT"] == settings.CACHE_SOCKET_TIMEOUT
     assert settings.CACHE_SOCKET_TIMEOUT < 1

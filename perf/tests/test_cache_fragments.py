@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
-from django.core.cache import cache
+from django.core.cache import cache as default_cache
 from django.template import Context, Template, TemplateSyntaxError
+
+from perf.cache import RedisTaggedCache
 
 pytestmark = pytest.mark.django_db
 
 TEMPLATE = Template(
     '{% load tagged_cache %}{% tagged_cache 60 "rows" page tags="users,stats" %}{{ counter.next }}{% endtagged_cache %}'
 )
+
+# The default cache is always the tagged backend: typed as such for the checker.
+cache = cast("RedisTaggedCache", default_cache)
 
 
 class Counter:

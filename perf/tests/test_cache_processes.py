@@ -12,16 +12,20 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from django.core.cache import cache
+from django.core.cache import cache as default_cache
 
+from perf.cache import RedisTaggedCache
 from perf.cache.metrics import read_totals
 
 pytestmark = pytest.mark.django_db
 
 REPO = Path(__file__).resolve().parents[2]
+
+# The default cache is always the tagged backend: typed as such for the checker.
+cache = cast("RedisTaggedCache", default_cache)
 
 
 def run_in_other_process(code: str, **env: str) -> Any:

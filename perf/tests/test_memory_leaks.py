@@ -99,7 +99,7 @@ def test_a_worker_that_warms_up_and_levels_off_is_not_a_leak() -> None:
 
 
 def test_rss_growing_while_the_python_heap_stays_flat_points_at_native_memory() -> None:
-    rss = [100 + 2 * i for i in range(12)]
+    rss = [100.0 + 2 * i for i in range(12)]
     heap = [30.0 + (0.01 if i % 2 else 0) for i in range(12)]
     finding = detect(_series(rss, heap_mb=heap), CONFIG)
     assert finding is not None

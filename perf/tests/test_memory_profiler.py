@@ -145,17 +145,18 @@ def test_the_sampler_records_snapshots_and_follows_the_tracemalloc_window(owner:
     sampler = Sampler(ProfilerConfig(types_every=1))
     sampler.sample_once()
     sampler.sample_once()
+    assert sampler.process_id is not None
     row = MemoryProcess.objects.get(pk=sampler.process_id)
     assert row.pid == os.getpid() and row.role == "worker"
     assert row.snapshots.count() == 2
-    assert row.snapshots.first().types
+    assert row.snapshots.earliest("taken_at").types
 
     memory_services.memory_tracemalloc_window_open(actor=owner, minutes=5)
     sampler.follow_controls()
     try:
         assert sampler.profiler.tracing
         sampler.sample_once()
-        latest = row.snapshots.order_by("-taken_at").first()
+        latest = row.snapshots.latest("taken_at")
         assert latest.heap_current is not None and latest.sites
     finally:
         memory_services.memory_tracemalloc_window_close(actor=owner)
@@ -169,6 +170,7 @@ def test_a_requested_collection_runs_in_the_sampled_worker_and_is_recorded(owner
     result = memory_services.memory_garbage_collect(actor=owner)
     assert result["pid"] == os.getpid()
     sampler.follow_controls()
+    assert sampler.process_id is not None
     row = MemoryProcess.objects.get(pk=sampler.process_id)
     assert row.last_gc is not None and "unreachable" in row.last_gc
 

@@ -83,6 +83,7 @@ def test_an_open_finding_shows_with_its_severity_evidence_and_recommendations(ow
         },
         recommendations=["Look at app/cache.py:42: it holds 30.00 MB more", "Lower GUNICORN_MAX_REQUESTS"],
     )
+    assert sampler.process_id is not None
     memory_services.memory_finding_sync(process_id=sampler.process_id, finding=finding)
     body = owner_client.get(PAGE).content.decode()
     assert 'data-finding="high"' in body
@@ -193,6 +194,7 @@ def test_under_gunicorn_the_page_shows_every_worker_sampling_itself(live_app: An
 
 def test_the_admin_lists_processes_and_findings_read_only(owner_client: Client) -> None:
     sampler = _sampled(1)
+    assert sampler.process_id is not None
     memory_services.memory_finding_sync(
         process_id=sampler.process_id, finding=Finding(severity="low", title="RSS grows", slope_mb_per_hour=25, r2=0.9)
     )
