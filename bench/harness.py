@@ -83,7 +83,7 @@ def interleaved_medians(fns: dict[str, Callable[[], Any]], *, rounds: int = 7, w
 def ensure_database(name: str) -> None:
     """Create the PostgreSQL database `name` on the local server unless it exists."""
     exists = subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc", f"SELECT 1 FROM pg_database WHERE datname='{name}'"],  # noqa: S608 - our own constant names
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc", f"SELECT 1 FROM pg_database WHERE datname='{name}'"],  # noqa: S608 - our own constant names  # nosec B608
         capture_output=True,
         text=True,
         check=True,
@@ -152,7 +152,7 @@ def http_get(url: str, *, cookies: dict[str, str] | None = None, headers: dict[s
     request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310 - loopback only
     if cookies:
         request.add_header("Cookie", "; ".join(f"{k}={v}" for k, v in cookies.items()))
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback only
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback only  # nosec B310
         if response.status != 200:
             raise RuntimeError(f"{url} answered {response.status}")
         return response.read()

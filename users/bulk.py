@@ -256,7 +256,7 @@ def bulk_run_queued(
         if AuditEntry.objects.filter(target=services.TARGET, detail__selection=label).exists():
             return "done before (this is a retry)"
         users = VpnUser.objects.all()
-        users.query = pickle.loads(base64.b64decode(query))  # noqa: S301 - written by queue_arguments, read from our own database
+        users.query = pickle.loads(base64.b64decode(query))  # noqa: S301 - written by queue_arguments, read from our own database  # nosec B301
         actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
         bulk_edit = services.BulkEdit(**edit) if edit else None
         try:

@@ -421,7 +421,7 @@ def _update_rows(
                 for pk, values in chunk:
                     copy.write_row((pk, *values))
             cursor.execute(
-                f"UPDATE users_vpnuser AS u SET {assignments}, updated_at = %s FROM {table} AS c WHERE u.id = c.id",  # noqa: S608 - names are a whitelist
+                f"UPDATE users_vpnuser AS u SET {assignments}, updated_at = %s FROM {table} AS c WHERE u.id = c.id",  # noqa: S608 - names are a whitelist  # nosec B608
                 [now],
             )
             updated += cursor.rowcount
@@ -591,12 +591,12 @@ def _delete_set(users: QuerySet[VpnUser]) -> int:
             table, column = quote(model._meta.db_table), quote(relation.field.column)
             on_delete = relation.on_delete
             if on_delete is CASCADE:  # a model nothing references: one DELETE is the whole cascade
-                cursor.execute(f"DELETE FROM {table} WHERE {column} IN ({sql})", params)  # noqa: S608 - compiled SQL
+                cursor.execute(f"DELETE FROM {table} WHERE {column} IN ({sql})", params)  # noqa: S608 - compiled SQL  # nosec B608
             elif on_delete is SET_NULL:
-                cursor.execute(f"UPDATE {table} SET {column} = NULL WHERE {column} IN ({sql})", params)  # noqa: S608
+                cursor.execute(f"UPDATE {table} SET {column} = NULL WHERE {column} IN ({sql})", params)  # noqa: S608  # nosec B608
             else:
                 raise NotImplementedError(f"{model.__name__}.{relation.field.name}: {on_delete.__name__}")
-        cursor.execute(f"DELETE FROM users_vpnuser WHERE id IN ({sql})", params)  # noqa: S608 - Django-compiled SQL
+        cursor.execute(f"DELETE FROM users_vpnuser WHERE id IN ({sql})", params)  # noqa: S608 - Django-compiled SQL  # nosec B608
         return cursor.rowcount
 
 

@@ -288,7 +288,7 @@ def rewrite_column(
     table, column = connection.ops.quote_name(target.table), connection.ops.quote_name(target.column)
     condition = f"{column} IS NOT NULL AND {column} <> ''" + (f" AND ({only})" if only else "")
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT count(*) FROM {table} WHERE {condition}")  # noqa: S608 - names from ENCRYPTED_COLUMNS
+        cursor.execute(f"SELECT count(*) FROM {table} WHERE {condition}")  # noqa: S608 - names from ENCRYPTED_COLUMNS  # nosec B608
         total = cursor.fetchone()[0]
     done = rewritten = 0
     last_id = 0
@@ -296,7 +296,7 @@ def rewrite_column(
     while True:
         with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT id, {column}::text FROM {table} WHERE id > %s AND {condition} ORDER BY id LIMIT %s",  # noqa: S608
+                f"SELECT id, {column}::text FROM {table} WHERE id > %s AND {condition} ORDER BY id LIMIT %s",  # noqa: S608  # nosec B608
                 [last_id, batch_size],
             )
             rows = cursor.fetchall()
@@ -309,7 +309,7 @@ def rewrite_column(
                 index = _mac(keyring().index_keys[0], target.purpose, decrypt(new)) if target.index else None
                 values.append((pk, old, new, index))
             cursor.execute(
-                f"UPDATE {table} AS t SET {column} = v.new{index_set} "  # noqa: S608
+                f"UPDATE {table} AS t SET {column} = v.new{index_set} "  # noqa: S608  # nosec B608
                 f"FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) AS v(id, old, new, idx) "
                 f"WHERE t.id = v.id AND t.{column}::text = v.old",
                 [[v[0] for v in values], [v[1] for v in values], [v[2] for v in values], [v[3] for v in values]],

@@ -44,7 +44,7 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 def _answers(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own loopback server
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own loopback server  # nosec B310
             return bool(response.status == 200)
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False

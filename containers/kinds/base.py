@@ -166,7 +166,7 @@ def set_user_column(column: str, sql_type: str, pairs: Sequence[tuple[int, objec
     values = [value for _, value in pairs]
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE users_vpnuser AS u SET {column} = v.value"  # noqa: S608 - both names checked above
+            f"UPDATE users_vpnuser AS u SET {column} = v.value"  # noqa: S608 - both names checked above  # nosec B608
             f" FROM unnest(%s::bigint[], %s::{sql_type}[]) AS v(id, value) WHERE u.id = v.id",
             [ids, values],
         )

@@ -53,7 +53,7 @@ class VlessKind:
         return f"u{user.pk}"
 
     def render(self, server: VpnServer, users: Sequence[UserEntry]) -> Files:
-        listen = str((server.environment or {}).get("VPNADMIN_LISTEN", "0.0.0.0"))  # noqa: S104 - a server listens
+        listen = str((server.environment or {}).get("VPNADMIN_LISTEN", "0.0.0.0"))  # noqa: S104 - a server listens  # nosec B104
         config: dict[str, Any] = {
             "log": {"loglevel": "warning"},
             "stats": {},

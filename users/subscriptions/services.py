@@ -85,7 +85,7 @@ def subscriptions_revoke(*, actor: Any | None, users: QuerySet[VpnUser], selecti
     with transaction.atomic(), connection.cursor() as cursor:
         # One statement; only the count and the first ids the audit keeps come back.
         cursor.execute(
-            f"WITH gone AS (DELETE FROM {table} WHERE user_id IN ({sql}) RETURNING user_id) "  # noqa: S608
+            f"WITH gone AS (DELETE FROM {table} WHERE user_id IN ({sql}) RETURNING user_id) "  # noqa: S608  # nosec B608
             f"SELECT count(*), (array_agg(user_id ORDER BY user_id))[1:{MAX_AUDITED_IDS}] FROM gone",
             params,
         )
