@@ -763,3 +763,37 @@ def test_a_warm_poll_runs_no_sql_and_sets_no_cookie(
             assert response.status_code == 200 and not response.cookies
     assert fetch(token).content == first.content
     assert response["X-Content-Type-Options"] == "nosniff"  # SecurityMiddleware still ran
+
+
+# --- the command, for selections beyond one download -----------------------------------------------
+
+
+def test_issuesubscriptions_writes_working_urls_to_an_owner_only_file_and_rotates_only_when_asked(
+    make_user: Callable[..., VpnUser], tmp_path: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    import stat
+
+    from django.core.management import CommandError, call_command
+
+    users = [make_user(f"cmd-{i}") for i in range(3)]
+    had = issue(users[0])
+    with pytest.raises(CommandError, match="--base-url"):
+        call_command("issuesubscriptions", "--username", "cmd-*", stderr=io.StringIO())
+    output = tmp_path / "urls.csv"
+    call_command("issuesubscriptions", "--username", "cmd-*", "--base-url", "https://sub.example.com",
+                 "--output", str(output), stderr=io.StringIO())  # fmt: skip
+    assert stat.S_IMODE(output.stat().st_mode) == 0o600
+    rows = list(csv.DictReader(io.StringIO(output.read_text())))
+    assert sorted(row["username"] for row in rows) == ["cmd-1", "cmd-2"]
+    for row in rows:
+        assert row["subscription_url"].startswith("https://sub.example.com/sub/")
+        assert fetch(row["subscription_url"].rsplit("/", 2)[-2]).status_code == 200
+    with pytest.raises(CommandError, match="exists"):
+        call_command("issuesubscriptions", "--base-url", "https://x.example", "--output", str(output))
+    assert fetch(had).status_code == 200
+    rotated = tmp_path / "rotated.csv"
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("issuesubscriptions", "--username", "cmd-0", "--rotate", "--base-url", "https://sub.example.com",
+                     "--output", str(rotated), stderr=io.StringIO())  # fmt: skip
+    assert [row["username"] for row in csv.DictReader(io.StringIO(rotated.read_text()))] == ["cmd-0"]
+    assert fetch(had).status_code == 404
