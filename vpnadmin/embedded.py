@@ -149,9 +149,9 @@ def acquire_run_lock(layout: Layout) -> int:
 
 
 def _die_with_parent(sig: signal.Signals) -> Callable[[], None]:
-    """A preexec_fn: the child gets `sig` when the launcher dies, even by SIGKILL.
+    """The calling process gets `sig` when its parent dies, even by SIGKILL.
 
-    It runs after Popen has switched user, so the setting survives the switch.
+    As a Popen preexec_fn it runs after the switch of user, so the setting survives it.
     """
 
     def preexec() -> None:
@@ -300,10 +300,11 @@ def _leftover(pid_file: Path, binary: Path, marker: Path) -> int | None:
 
     try:
         pid = int(pid_file.read_text().split("\n", 1)[0].strip())
-        cmdline = psutil.Process(pid).cmdline()
+        # Joined: Redis rewrites its title into one string ("…/redis-server unixsocket:…").
+        cmdline = " ".join(psutil.Process(pid).cmdline())
     except (OSError, ValueError, psutil.Error):
         return None
-    if cmdline and Path(cmdline[0]).name == binary.name and str(marker) in cmdline:
+    if cmdline.startswith(str(binary)) and str(marker) in cmdline:
         return pid
     return None
 

@@ -24,7 +24,7 @@ import pytest
 import redis
 
 from conftest import child_env
-from vpnadmin.embedded import Layout
+from vpnadmin.embedded import Layout, postgres_bin, redis_server_bin
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT_S = 90.0
@@ -249,6 +249,46 @@ def test_a_postmaster_pid_naming_a_live_unrelated_process_is_recovered(var_dir: 
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_engines_left_running_by_an_earlier_run_are_stopped_before_new_ones_start(var_dir: Path) -> None:
+    """Were the parent-death signal ever lost, a leftover server must not keep the files."""
+    first = Run(var_dir)
+    first.wait_ready()
+    first.stop()
+    layout = first.layout
+    # Servers as a killed run would leave them: same binaries, same files, no launcher.
+    owner = layout.pgdata.stat()
+    as_engine_user = {"user": owner.st_uid, "group": owner.st_gid, "extra_groups": []} if os.geteuid() == 0 else {}
+    postgres = [str(postgres_bin("postgres")), "-D", str(layout.pgdata), "-k", str(layout.socket_dir), "-h", ""]
+    redis_args = [str(redis_server_bin()), "--port", "0", "--unixsocket", str(layout.redis_socket)]
+    redis_args += ["--pidfile", str(layout.redis_pidfile), "--save", "", "--dir", str(layout.redis_dir)]
+    for args in (postgres, redis_args):
+        # Started in the background of a shell that exits: orphans, as after a killed run.
+        subprocess.run(
+            ["sh", "-c", 'exec "$@" >/dev/null 2>&1 &', "sh", *args],
+            cwd="/",
+            check=True,
+            **as_engine_user,  # type: ignore[call-overload]  # the three user keywords, or none
+        )
+    _wait_for("the leftover Redis", lambda: layout.redis_socket.exists() and layout.redis_pidfile.exists())
+    _wait_for("the leftover postmaster", lambda: "ready" in _read(layout.pgdata / "postmaster.pid"))
+    leftovers = [psutil.Process(int(_read(layout.pgdata / "postmaster.pid").split()[0]))]
+    leftovers.append(psutil.Process(int(_read(layout.redis_pidfile))))
+
+    again = Run(var_dir)
+    again.wait_ready()
+    output = again.stop()
+    assert "stopping a PostgreSQL server left running by an earlier run" in output
+    assert "stopping a Redis server left running by an earlier run" in output
+    assert all(_gone(leftover) for leftover in leftovers)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
 
 
 def test_a_launcher_killed_with_sigkill_takes_its_engines_and_command_down(var_dir: Path) -> None:
