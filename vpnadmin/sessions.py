@@ -18,6 +18,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.contrib.sessions.models import Session
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 
 from vpnadmin.audit import audit_record
 from vpnadmin.models import UserSession
@@ -34,6 +35,10 @@ def user_session_record(*, request: HttpRequest, user: Any) -> None:
         request.session.save()
     from vpnadmin.requestctx import client_ip
 
+    # Logins that ended without a logout (expired, closed browser) leave rows: drop this
+    # user's dead ones here, so the table stays the size of the live sessions.
+    live = Session.objects.filter(expire_date__gt=timezone.now()).values("session_key")
+    UserSession.objects.filter(user=user).exclude(session_key__in=live).delete()
     UserSession.objects.update_or_create(
         session_key=request.session.session_key,
         defaults={

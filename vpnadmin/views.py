@@ -11,10 +11,12 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_not_required, permission_required
 from django.contrib.auth.views import redirect_to_login
+from django.contrib.sessions.models import Session
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
@@ -90,7 +92,8 @@ def audit(request: AuthedHttpRequest) -> HttpResponse:
 @require_GET
 def account_sessions(request: AuthedHttpRequest) -> HttpResponse:
     """One's own logins, with "log out everywhere"."""
-    sessions = UserSession.objects.filter(user=request.user).order_by("-created_at")[:100]
+    live = Session.objects.filter(expire_date__gt=timezone.now()).values("session_key")
+    sessions = UserSession.objects.filter(user=request.user, session_key__in=live).order_by("-created_at")[:100]
     return render(
         request,
         "vpnadmin/sessions.html",

@@ -132,3 +132,10 @@ def test_the_metrics_token_is_read_from_its_file_and_rotates_without_a_restart(t
         os.utime(token_file, ns=(time.time_ns(), time.time_ns() + 1_000_000))
         assert Client().get("/metrics", HTTP_AUTHORIZATION="Bearer first-token-0123456789").status_code == 401
         assert Client().get("/metrics", HTTP_AUTHORIZATION="Bearer second-token-9876543210").status_code == 200
+
+
+def test_a_login_drops_the_users_rows_of_sessions_that_ended_without_a_logout(owner: User) -> None:
+    first = _logged_in("owner")
+    Session.objects.filter(session_key=first.session.session_key).delete()  # expired and cleared
+    _logged_in("owner")
+    assert UserSession.objects.filter(user=owner).count() == 1
