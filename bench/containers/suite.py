@@ -1,4 +1,5 @@
-"""Container batches on the real local engine: the service against docker-py used directly.
+"""Container batches on the real local engine: the service against docker-py used directly,
+and the same batch through the task queue against the same batch run in-process.
 
 Every container the suite creates carries the label vpnadmin.bench=containers and is
 removed at the end (and at the start, should an earlier run have been killed).
@@ -6,16 +7,20 @@ removed at the end (and at the start, should an earlier run have been killed).
 
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import docker
 from django.conf import settings
 
-from bench.harness import Row, gunicorn, http_get, interleaved_medians, login_session_cookie
+from bench.harness import REPO, Row, gunicorn, http_get, interleaved_medians, login_session_cookie
 
 COUNT = 20
 CONCURRENCY = 10
@@ -31,6 +36,45 @@ def _remove_bench_containers(client: docker.DockerClient) -> None:
         container.remove(force=True)
 
 
+@contextmanager
+def queue_worker() -> Iterator[subprocess.Popen[bytes]]:
+    """`manage.py procrastinate worker` on the bench database, as production runs it, with the
+    periodic passes off (they would run beside the batches being timed)."""
+    from procrastinate.contrib.django.models import ProcrastinateWorker
+
+    before = ProcrastinateWorker.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    env = {
+        **os.environ,
+        "DOCKER_EXTRA_LABELS": "=".join(BENCH_LABEL),
+        "CONTAINERS_STATS_INTERVAL": "0",
+        "CONTAINERS_SYNC_INTERVAL": "0",
+        "VPN_POLL_INTERVAL": "0",
+        "VPN_CONVERGE_INTERVAL": "0",
+        "VPN_RESET_INTERVAL": "0",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "procrastinate", "worker"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while not ProcrastinateWorker.objects.filter(id__gt=before).exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"the queue worker did not start: {process.stderr.read().decode()[-2000:]}")
+        time.sleep(0.05)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def _timed(fn: Callable[[], Any]) -> float:
     started = time.perf_counter()
     fn()
@@ -39,8 +83,9 @@ def _timed(fn: Callable[[], Any]) -> float:
 
 def run() -> list[Row]:
     from containers.engine import DOCKER_API_VERSION
-    from containers.models import DockerHost, VpnServer
-    from containers.services import servers_create_batch, servers_start_batch, servers_stats_batch
+    from containers.jobs import job_submit
+    from containers.models import BatchJob, DockerHost, VpnServer
+    from containers.services import servers_batch_now, servers_create_batch, servers_start_batch, servers_stats_batch
     from containers.stats import build_panel, store_panel
 
     settings.DOCKER_EXTRA_LABELS = dict([BENCH_LABEL])
@@ -105,6 +150,45 @@ def run() -> list[Row]:
                 start["service"],
                 f"bare ThreadPoolExecutor({CONCURRENCY}) over docker-py api.start",
                 start["pool"],
+                "<= 1.2",
+            )
+        )
+
+        # --- the same batch through the queue ------------------------------------------------
+        def in_process_start() -> None:
+            outcome = servers_batch_now(action="start", servers=queryset)
+            assert outcome.done == COUNT, outcome.results
+
+        def queued_start() -> None:
+            # From the request's point of view to the last result: record the job and defer
+            # its task (one transaction), the worker picks it up on NOTIFY, runs it and
+            # records each server; the caller sees the job finished.
+            job = job_submit(action="start", server_ids=server_ids, actor=None)
+            deadline = time.monotonic() + 120
+            while True:
+                status, done = BatchJob.objects.filter(pk=job.pk).values_list("status", "done").get()
+                if status != "queued" and status != "running":
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"job {job.pk} still {status} after 120 s")
+                time.sleep(0.01)
+            assert (status, done) == ("finished", COUNT), (status, done)
+
+        server_ids = list(queryset.values_list("pk", flat=True))
+        batches: dict[str, list[float]] = {"queue": [], "in-process": []}
+        with queue_worker():
+            for round_number in range(5):  # the first round warms up
+                for name, fn in {"queue": queued_start, "in-process": in_process_start}.items():
+                    stop_all()
+                    seconds = _timed(fn)
+                    if round_number:
+                        batches[name].append(seconds)
+        rows.append(
+            Row.compare(
+                f"start {COUNT} stopped containers as a queue job (submit to last result)",
+                statistics.median(batches["queue"]),
+                "the same batch run in-process (servers_batch_now, as a request did)",
+                statistics.median(batches["in-process"]),
                 "<= 1.2",
             )
         )
