@@ -119,3 +119,32 @@ def test_an_operator_issues_a_subscription_url_and_the_users_browser_shows_its_p
         assert download_info.value.suggested_filename == "dave.conf"
     finally:
         visitor.close()
+
+
+def test_an_operator_ticks_two_users_and_downloads_their_new_subscription_urls_as_csv(
+    logged_in_page: Any, tmp_path: Path
+) -> None:
+    from users.tests.factories import make_users
+
+    make_users(3, prefix="team")
+    page = logged_in_page
+    page.goto("/users/?q=team")
+    page.check("tr[data-user=team0000] .row-select")
+    page.check("tr[data-user=team0002] .row-select")
+    page.select_option("#subscription-action", "issue_missing")
+    with page.expect_navigation():
+        page.click("#subscriptions-apply")
+    assert "<strong>2</strong>" in page.content()
+    with page.expect_download() as download_info:
+        page.click("text=Issue and download CSV")
+    saved = tmp_path / "urls.csv"
+    download_info.value.save_as(str(saved))
+    rows = saved.read_text().splitlines()
+    assert rows[0] == "id,username,subscription_url"
+    assert sorted(row.split(",")[1] for row in rows[1:]) == ["team0000", "team0002"]
+    visitor = page.context.browser.new_context()
+    try:
+        other = visitor.new_page()
+        assert other.goto(rows[1].split(",")[2]).status == 200
+    finally:
+        visitor.close()
