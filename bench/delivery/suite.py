@@ -44,18 +44,18 @@ def _setup() -> tuple[int, str, str]:
         name="bench-delivery", defaults={"base_url": "unix:///var/run/docker.sock", "network_mode": "none"}
     )
     port = 20000 + int(tag[:4], 16) % 20000
-    vless = VpnServer.objects.create(host=host, name=f"bench-v-{tag}", protocol="vless", image="x", port=port,
+    vless = VpnServer.objects.create(host=host, name=f"dlv-v-{tag}", protocol="vless", image="x", port=port,
                                      public_host="vpn.example.com")  # fmt: skip
     wireguard = VpnServer.objects.create(
-        host=host, name=f"bench-w-{tag}", protocol="wireguard", image="x", port=port + 1,
+        host=host, name=f"dlv-w-{tag}", protocol="wireguard", image="x", port=port + 1,
         public_host="vpn.example.com", wg_public_key="HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=",
         wg_subnet="10.8.0.0/24",
     )  # fmt: skip
     result = users_create_batch(
         actor=None,
         rows=[
-            {"username": f"bench-v-{tag}", "protocol": "vless", "server_id": vless.pk, "data_limit": 10**12},
-            {"username": f"bench-w-{tag}", "protocol": "wireguard", "server_id": wireguard.pk},
+            {"username": f"dlv-v-{tag}", "protocol": "vless", "server_id": vless.pk, "data_limit": 10**12},
+            {"username": f"dlv-w-{tag}", "protocol": "wireguard", "server_id": wireguard.pk},
         ],
     )
     assert result.ok, result.errors
