@@ -87,6 +87,8 @@ if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return count
 """
 _sha: str | None = None  # the script's SHA on the Redis server, loaded once per process
+WARN_EVERY_SECONDS = 30.0
+_last_warning = -WARN_EVERY_SECONDS
 
 
 @dataclass
@@ -127,7 +129,11 @@ def _redis_failed(error: Exception) -> None:
         breaker = getattr(cache, "breaker", None)
         if breaker is not None and not breaker.is_open:
             breaker.trip(error)  # the rest of this request (the cache read) skips Redis too
-    logger.warning("subscription rate limit counted in-process: Redis failed (%s)", type(error).__name__)
+    global _last_warning  # the per-process log throttle
+    now = time.monotonic()
+    if now - _last_warning >= WARN_EVERY_SECONDS:  # an outage under load must not flood the log
+        _last_warning = now
+        logger.warning("subscription rate limit counted in-process: Redis failed (%s)", type(error).__name__)
 
 
 def start(request: HttpRequest) -> PendingHit:
