@@ -120,7 +120,7 @@ class PendingHit:
 
 
 def _redis_failed(error: Exception) -> None:
-    global _sha  # the per-process script SHA
+    global _sha, _last_warning  # the per-process script SHA and log throttle
     from redis.exceptions import ResponseError
 
     if isinstance(error, ResponseError):
@@ -129,7 +129,6 @@ def _redis_failed(error: Exception) -> None:
         breaker = getattr(cache, "breaker", None)
         if breaker is not None and not breaker.is_open:
             breaker.trip(error)  # the rest of this request (the cache read) skips Redis too
-    global _last_warning  # the per-process log throttle
     now = time.monotonic()
     if now - _last_warning >= WARN_EVERY_SECONDS:  # an outage under load must not flood the log
         _last_warning = now
