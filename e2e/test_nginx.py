@@ -40,7 +40,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_for_port(name: str, port: int, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         try:
@@ -49,7 +49,7 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> No
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                pytest.fail(f"{process.args[0]} did not listen on {port}:\n{log.read_text()[-3000:]}")
+                pytest.fail(f"{name} did not listen on {port}:\n{log.read_text()[-3000:]}")
             time.sleep(0.1)
 
 
@@ -178,8 +178,8 @@ http {{
         )
     nginx = subprocess.Popen(nginx_args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for_port(app_port, app, app_log)
-        _wait_for_port(https_port, nginx, prefix / "error.log")
+        _wait_for_port("gunicorn", app_port, app, app_log)
+        _wait_for_port("nginx", https_port, nginx, prefix / "error.log")
         yield Site(https_url, f"http://127.0.0.1:{http_port}", certificate, env)
     finally:
         _stop(nginx)
