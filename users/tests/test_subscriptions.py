@@ -797,3 +797,13 @@ def test_issuesubscriptions_writes_working_urls_to_an_owner_only_file_and_rotate
                      "--output", str(rotated), stderr=io.StringIO())  # fmt: skip
     assert [row["username"] for row in csv.DictReader(io.StringIO(rotated.read_text()))] == ["cmd-0"]
     assert fetch(had).status_code == 404
+
+
+def test_the_url_answers_with_or_without_its_trailing_slash_and_to_head(make_user: Callable[..., VpnUser]) -> None:
+    token = issue(make_user())
+    with_slash = fetch(token)
+    without = Client().get(f"/sub/{token}", HTTP_USER_AGENT="v2rayNG/1.8.5")
+    assert without.status_code == 200 and without.content == with_slash.content
+    head = Client().head(f"/sub/{token}/", HTTP_USER_AGENT="v2rayNG/1.8.5")
+    assert head.status_code == 200 and head["Subscription-Userinfo"] == with_slash["Subscription-Userinfo"]
+    assert Client().post(f"/sub/{token}/").status_code in (403, 405)  # nothing to post to
