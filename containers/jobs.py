@@ -12,6 +12,7 @@ the transaction that marks it finished, so a batch is audited exactly once.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import IntegrityError, transaction
@@ -26,6 +27,11 @@ from perf.cache import invalidate_on_commit
 from vpnadmin.audit import audit_record
 
 logger = logging.getLogger(__name__)
+
+
+class JobStopped(Exception):
+    """The worker is stopping: the job ran part of its servers and resumes on its next attempt."""
+
 
 _COUNTER: dict[str, str] = {Outcome.DONE: "done", Outcome.UNCHANGED: "unchanged", Outcome.FAILED: "failed"}
 
@@ -49,6 +55,8 @@ def job_submit(*, action: str, server_ids: list[int], actor: User | AnonymousUse
 def _record_item(job: BatchJob, target: Target, item: runner.Item) -> None:
     """One server's result, its new state and the job's counts, together."""
     result = item.result
+    if item.skipped:
+        return
     try:
         with transaction.atomic():
             BatchJobResult.objects.create(
@@ -68,8 +76,12 @@ def _record_item(job: BatchJob, target: Target, item: runner.Item) -> None:
         logger.info("batch job %s: server %s already has a result", job.pk, result.server_id)
 
 
-def job_run(job_id: int) -> BatchJob | None:
-    """Run what is left of one job: the servers with no result yet. Safe to call again."""
+def job_run(job_id: int, *, should_stop: Callable[[], bool] | None = None) -> BatchJob | None:
+    """Run what is left of one job: the servers with no result yet. Safe to call again.
+
+    When `should_stop()` turns true (the worker is shutting down), the servers already
+    under way finish and are recorded, the rest wait, and JobStopped is raised.
+    """
     job = BatchJob.objects.select_related("created_by").filter(pk=job_id).first()
     if job is None or not job.is_active:
         return job
@@ -80,14 +92,18 @@ def job_run(job_id: int) -> BatchJob | None:
     recorded = BatchJobResult.objects.filter(job_id=job_id, server__isnull=False).values_list("server_id", flat=True)
     remaining = VpnServer.objects.filter(pk__in=job.server_ids).exclude(pk__in=list(recorded))
     targets = runner.targets_of(remaining)
-    _finished, down = runner.run(
+    finished, down = runner.run(
         targets,
         runner.action_work(job.action),
         per_host_limit=lambda host: host.max_concurrent,
         on_item=lambda target, item: _record_item(job, target, item),
+        should_stop=should_stop,
     )
     with transaction.atomic():
         runner.record_hosts({t.host.pk: t.host for t in targets}.values(), down)
+        skipped = sum(1 for _, item in finished if item.skipped)
+        if skipped:
+            raise JobStopped(f"{skipped} servers left for the next attempt")
         _finish(job_id)
     return BatchJob.objects.filter(pk=job_id).first()
 

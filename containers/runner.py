@@ -73,6 +73,8 @@ class BatchOutcome:
 class Item:
     result: ItemResult
     obs: Observed
+    # Not run: the caller asked to stop before its turn (a queue worker shutting down).
+    skipped: bool = False
 
 
 Work = Callable[[docker.APIClient, Target, Observed], tuple[str, str, dict[str, Any] | None]]
@@ -96,10 +98,13 @@ def run(
     *,
     per_host_limit: Callable[[DockerHost], int],
     on_item: OnItem | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[list[tuple[Target, Item]], dict[int, str]]:
     """Run `work` for every target in per-host pools under one overall bound.
 
-    Returns every (target, item) in the order given, and the hosts found down.
+    Returns every (target, item) in the order given, and the hosts found down. Once
+    `should_stop()` is true, items not yet started come back `skipped` (those running
+    finish and are reported as usual).
     """
     from django.conf import settings
 
@@ -116,6 +121,8 @@ def run(
         def failed(message: str) -> Item:
             return Item(ItemResult(target.server.pk, target.server.name, host.name, Outcome.FAILED, message), obs)
 
+        if should_stop is not None and should_stop():
+            return Item(ItemResult(target.server.pk, target.server.name, host.name, "skipped"), obs, skipped=True)
         if host.pk in disabled:
             return failed(f"host {host.name} is disabled")
         with lock:

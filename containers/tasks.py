@@ -23,7 +23,8 @@ from django.conf import settings
 from django.utils import timezone
 from procrastinate import JobContext, RetryStrategy
 from procrastinate.contrib.django import app
-from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.exceptions import AlreadyEnqueued, JobAborted
+from procrastinate.job_context import AbortReason
 
 from containers import jobs, sync
 from containers.collector import collect_stats_once
@@ -45,7 +46,14 @@ BATCH_JOB_RETRIES = 3
 )
 def run_batch_job(context: JobContext, job_id: int) -> None:
     try:
-        jobs.job_run(job_id)
+        # A stopping worker (SIGTERM, past QUEUE_SHUTDOWN_TIMEOUT) asks its jobs to abort: the
+        # batch stops between servers and its retry resumes on another worker.
+        jobs.job_run(job_id, should_stop=context.should_abort)
+    except jobs.JobStopped as exc:
+        if context.abort_reason() != AbortReason.SHUTDOWN or context.job.attempts >= BATCH_JOB_RETRIES:
+            # Cancelled by hand, or no attempt left: nothing will resume it.
+            jobs.job_crashed(job_id, f"stopped before the end: {exc}")
+        raise JobAborted(str(exc)) from exc
     except Exception as exc:
         if context.job.attempts >= BATCH_JOB_RETRIES:
             jobs.job_crashed(job_id, first_line(exc, limit=255))

@@ -115,6 +115,30 @@ def test_a_job_whose_queue_worker_is_killed_mid_batch_is_finished_by_another_wit
     assert AuditEntry.objects.filter(action="servers_start").count() == 1
 
 
+def test_a_worker_stopped_mid_batch_finishes_its_servers_under_way_and_another_resumes_the_rest(
+    queue_worker: QueueWorker, make_server: Callable[..., VpnServer], owner: User
+) -> None:
+    from django.conf import settings
+
+    slow = DockerHost.objects.create(name="slow", base_url=settings.DOCKER_HOST, network_mode="none", max_concurrent=1)
+    servers = [make_server(slow) for _ in range(24)]
+    queue_worker.stop()
+    queue_worker.start(QUEUE_SHUTDOWN_TIMEOUT="0")  # a deploy that does not wait for the batch
+    outcome = servers_run_batch(action="start", servers=VpnServer.objects.all(), actor=owner)
+    assert outcome.job is not None
+    _wait_for_results(outcome.job.pk, at_least=3)
+    queue_worker.stop()  # SIGTERM: the server under way is finished and recorded, the rest wait
+    stopped_with = BatchJobResult.objects.filter(job_id=outcome.job.pk).count()
+    assert stopped_with < len(servers), "the batch ended before the worker was stopped"
+
+    queue_worker.start()  # picks up the retry procrastinate scheduled for the aborted job
+    job = wait_for_job(outcome.job.pk)
+    assert job.status == JobStatus.FINISHED
+    _every_server_has_one_result(job, servers)
+    assert (job.done, job.unchanged, job.failed) == (len(servers), 0, 0)  # nothing was done twice
+    assert AuditEntry.objects.filter(action="servers_start").count() == 1
+
+
 def _gunicorn_workers(master: int) -> list[int]:
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     return [int(pid) for pid in children]
