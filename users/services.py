@@ -10,6 +10,7 @@ the users it touched (before and after a move) are marked dirty, once, after com
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,12 @@ if TYPE_CHECKING:
 
 TARGET = "users.VpnUser"
 COPY_CHUNK = 5_000
+# A batch this large appends to the GIN indexes' pending lists (trigram and full-text
+# search) instead of merging them mid-COPY: merging roughly doubled a 10,000-row create
+# (bench/users/indexes.py). The merge then runs in a queue worker right after the commit
+# (users.clean_search_indexes), so no later single-row write inherits it in a request.
+LARGE_BATCH = 1_000
+LARGE_BATCH_GIN_PENDING_LIST = "64MB"
 # Encrypted by sealed_credentials before a row leaves Python: COPY never carries a plaintext secret.
 _CREDENTIAL_COLUMNS = CREDENTIAL_COLUMNS
 # Allocated per server by the data plane (a WireGuard address in the server's subnet, a
@@ -263,6 +270,10 @@ def _insert(
             "SELECT nextval(pg_get_serial_sequence('users_vpnuser', 'id')) FROM generate_series(1, %s)", [len(clean)]
         )
         ids = sorted(row[0] for row in cursor.fetchall())
+        if len(clean) >= LARGE_BATCH:
+            # Transaction-local: only this write's COPY uses the larger pending list.
+            cursor.execute("SELECT set_config('gin_pending_list_limit', %s, true)", [LARGE_BATCH_GIN_PENDING_LIST])
+            transaction.on_commit(_clean_search_indexes_later)
         raw = cursor.connection
         sql = f"COPY users_vpnuser ({', '.join(columns)}) FROM STDIN"
         written = 0
@@ -284,6 +295,17 @@ def _insert(
                 if progress:
                     progress(f"wrote {written:,} of {len(clean):,} users")
     return ids
+
+
+def _clean_search_indexes_later() -> None:
+    # Imported here: the tasks module imports the bulk actions, which import this module.
+    from procrastinate.exceptions import AlreadyEnqueued
+
+    from users.tasks import clean_search_indexes
+
+    # Already waiting: one merge covers every batch committed before it runs.
+    with contextlib.suppress(AlreadyEnqueued):
+        clean_search_indexes.defer()
 
 
 # --- per-row update -----------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 
 from bench.harness import REPO, Row, gunicorn, http_get, interleaved_medians, login_session_cookie
-from bench.users import at_rest
+from bench.users import at_rest, indexes
 from bench.users.seed import BIG, PROTOCOLS, ensure_small_database, ensure_users
 
 N = 10_000
@@ -339,13 +339,32 @@ def _bench_pages() -> list[Row]:
     return rows
 
 
+# The suite's parts, in the order a full run measures them. `USERS_BENCH_PARTS=create,indexes`
+# runs only those (the whole suite takes a long while on a loaded machine).
+PARTS: dict[str, Callable[[], list[Row]]] = {
+    "pages": lambda: _bench_pages(),
+    "create": lambda: _bench_create(),
+    "indexes": lambda: indexes.run(),
+    "update": lambda: _bench_update(),
+    "bulk_edit": lambda: _bench_bulk_edit(),
+    # Secrets at rest: encrypted creates vs raw COPY, and the reveal's decryption (bench/users/at_rest.py).
+    "at_rest": lambda: at_rest.run(),
+}
+
+
+def selected_parts(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()] or list(PARTS)
+    unknown = sorted(set(names) - set(PARTS))
+    if unknown:
+        raise SystemExit(f"USERS_BENCH_PARTS: unknown part(s) {', '.join(unknown)}; known: {', '.join(PARTS)}")
+    return names
+
+
 def run() -> list[Row]:
+    parts = selected_parts(os.environ.get("USERS_BENCH_PARTS", ""))
     ensure_users(BIG)
     _remove("bench-")
-    rows = _bench_pages()
-    rows += _bench_create()
-    rows += _bench_update()
-    rows += _bench_bulk_edit()
-    # Secrets at rest: encrypted creates vs raw COPY, and the reveal's decryption (bench/users/at_rest.py).
-    rows += at_rest.run()
+    rows: list[Row] = []
+    for name in parts:
+        rows += PARTS[name]()
     return rows
