@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -36,6 +37,18 @@ _current: ContextVar[RequestContext | None] = ContextVar("vpnadmin_request", def
 
 def current() -> RequestContext | None:
     return _current.get()
+
+
+@contextmanager
+def activate(request_id: str | None = None, client_ip: str | None = None) -> Iterator[RequestContext]:
+    """Carry a request id outside a request: a queue job of the request that queued it,
+    or one management command run, so its log lines and audit entries share one id."""
+    context = RequestContext(request_id=request_id or uuid.uuid4().hex, client_ip=client_ip)
+    token = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(token)
 
 
 def client_ip(request: HttpRequest) -> str:

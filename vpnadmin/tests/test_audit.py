@@ -327,3 +327,12 @@ def test_deleting_a_docker_host_in_the_admin_leaves_exactly_one_entry(owner_clie
     assert response.status_code == 302
     assert not DockerHost.objects.filter(pk=host.pk).exists()
     assert AuditEntry.objects.count() - before == 1
+
+
+def test_work_outside_a_request_can_carry_the_request_id_of_the_request_that_queued_it() -> None:
+    from vpnadmin import requestctx
+
+    with requestctx.activate("0123456789abcdef0123456789abcdef"):
+        entry = _entry()
+    assert entry.request_id == "0123456789abcdef0123456789abcdef" and entry.client_ip is None
+    assert _entry().request_id == ""  # and nothing leaks out of the block
