@@ -24,8 +24,10 @@ from typing import Any
 
 import docker
 import requests
+from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, TextField, Value
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from containers.engine import describe_engine_error
@@ -34,6 +36,7 @@ from containers.kinds.base import applied_digest, config_digest
 from containers.models import ApplyState, DesiredState, ObservedState, VpnServer
 from perf.cache import invalidate_on_commit
 from vpnadmin.audit import audit_record
+from vpnadmin.crypto import PlaintextCache, decrypt_many
 
 logger = logging.getLogger(__name__)
 
@@ -81,18 +84,49 @@ def served_q(now: datetime.datetime) -> Q:
     return status_q(Status.ACTIVE, now) | status_q(Status.ON_HOLD, now)
 
 
+# Plaintext credentials of this worker process, by token (vpnadmin.crypto.PlaintextCache):
+# a re-apply after one user changed opens that user's token, not the server's 10,000.
+# Bounded (about 350 bytes an entry), in this process's memory only, emptied on a key change.
+CREDENTIALS = PlaintextCache(settings.VPN_CREDENTIAL_CACHE_SIZE)
+
+
 def desired_users(server: VpnServer, *, now: datetime.datetime | None = None) -> list[UserEntry]:
+    """The users the server must serve, with the credentials its kind's config carries.
+
+    The encrypted columns are read as their tokens (a Cast skips the field's per-row
+    decrypt and any model instance) and only the ones the kind needs are opened, in one
+    pass through the process's cache. The canonical UUID text is what was encrypted, so
+    it goes into the config as it comes out.
+    """
     from users.models import VpnUser
 
-    rows = (
+    secrets = kind_for(server).secrets
+    empty = Value("", output_field=TextField())
+    rows = list(
         VpnUser.objects.filter(server=server, protocol=server.protocol)
         .filter(served_q(now or timezone.now()))
         .order_by("pk")
-        .values_list("pk", "credential_uuid", "credential_password", "wg_public_key", "wg_address", "ss_port")
+        .values_list(
+            "pk",
+            Cast("credential_uuid", TextField()) if "uuid" in secrets else empty,
+            Cast("credential_password", TextField()) if "password" in secrets else empty,
+            "wg_public_key",
+            "wg_address",
+            "ss_port",
+        )
     )
+    uuids = decrypt_many([row[1] or "" for row in rows], cache=CREDENTIALS) if "uuid" in secrets else None
+    passwords = decrypt_many([row[2] or "" for row in rows], cache=CREDENTIALS) if "password" in secrets else None
     return [
-        UserEntry(pk, str(uuid) if uuid else "", password or "", public or "", address or "", port)
-        for pk, uuid, password, public, address, port in rows
+        UserEntry(
+            pk,
+            uuids[i] if uuids is not None else "",
+            passwords[i] if passwords is not None else "",
+            public or "",
+            address or "",
+            port,
+        )
+        for i, (pk, _, _, public, address, port) in enumerate(rows)
     ]
 
 

@@ -188,6 +188,8 @@ VPN_APPLY_RETRIES = envint("VPN_APPLY_RETRIES", 5, minimum=0)
 VPN_POLL_INTERVAL = envfloat("VPN_POLL_INTERVAL", 60.0)  # per-user traffic counters
 VPN_CONVERGE_INTERVAL = envfloat("VPN_CONVERGE_INTERVAL", 60.0)  # re-apply servers left pending
 VPN_RESET_INTERVAL = envfloat("VPN_RESET_INTERVAL", 3600.0)  # daily/weekly/… traffic resets
+# Decrypted credentials a queue worker keeps between applies (containers/sync.py; 0: none).
+VPN_CREDENTIAL_CACHE_SIZE = envint("VPN_CREDENTIAL_CACHE_SIZE", 50_000, minimum=0)
 
 # --- task queue (procrastinate, `manage.py procrastinate worker`) ------------------
 # Every worker listens on every queue; a worker killed mid-job is found by its missing

@@ -54,6 +54,7 @@ class ShadowsocksKind:
     cap_add: ClassVar[tuple[str, ...]] = ()
     devices: ClassVar[tuple[str, ...]] = ()
     reload_resets_counters: ClassVar[bool] = False
+    secrets: ClassVar[frozenset[str]] = frozenset({"password"})
 
     def allocate(self, server: VpnServer) -> None:
         """A free port above the manager's for each user of this server that has none here."""

@@ -45,6 +45,7 @@ class VlessKind:
     cap_add: ClassVar[tuple[str, ...]] = ()
     devices: ClassVar[tuple[str, ...]] = ()
     reload_resets_counters: ClassVar[bool] = True
+    secrets: ClassVar[frozenset[str]] = frozenset({"uuid"})
 
     def allocate(self, server: VpnServer) -> None:
         return None

@@ -61,6 +61,7 @@ class WireGuardKind:
     cap_add: ClassVar[tuple[str, ...]] = ("NET_ADMIN",)
     devices: ClassVar[tuple[str, ...]] = ("/dev/net/tun",)
     reload_resets_counters: ClassVar[bool] = False
+    secrets: ClassVar[frozenset[str]] = frozenset()  # peers are public keys
 
     def allocate(self, server: VpnServer) -> None:
         """The server's keys and subnet once; a free address for each user that has none here."""
