@@ -113,6 +113,55 @@ def _walk(patterns: list[Any], namespace: str | None = None, prefix: str = "") -
             yield name, prefix + str(pattern.pattern)
 
 
+def _sample_url(route: str) -> str:
+    """A concrete URL for a route: ints become an id no row has, other parts a dummy word."""
+    import re
+
+    path = re.sub(r"<int:[^>]+>", str(MISSING), route)
+    path = re.sub(r"<[^>]+>", "no-such-thing", path)
+    return "/" + path.lstrip("^").rstrip("$")
+
+
+def _invariant_failures(user: User | None, names: set[str]) -> list[str]:
+    """Anonymous callers go to the login page unless the view is public, nobody gets a
+    500, a refusal writes nothing: what every URL owes, with or without a rule."""
+    from django.urls import resolve
+
+    client = _client(user)
+    failures = []
+    for name, route in _walk(get_resolver().url_patterns):
+        if name not in names:
+            continue
+        url = _sample_url(route)
+        public = not getattr(resolve(url).func, "login_required", True)
+        for method in ("GET", "POST"):
+            before = _writes()
+            response = _request(client, method, url)
+            changed = _changed(before, _writes())
+            if response.status_code >= 500:
+                failures.append(f"{method} {url}: {response.status_code}")
+            if user is None and not public and response.status_code != 302:
+                failures.append(f"{method} {url}: {response.status_code} for anonymous, expected 302")
+            to_login = response.status_code == 302 and response.url.startswith(("/login/", "/admin/login/"))
+            refused = response.status_code in (403, 405) or to_login
+            if refused and changed and name not in ("login", "logout"):
+                failures.append(f"{method} {url} refused but wrote {changed}")
+    return failures
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_urls_without_a_rule_still_get_the_invariants(role: str, cast: dict[str, User | None]) -> None:
+    unruled = {name for name, _ in _walk(get_resolver().url_patterns)} - set(URL_RULES)
+    assert _invariant_failures(cast[role], unruled) == []
+
+
+@pytest.mark.parametrize("role", ["anonymous", "stranger", VIEWER])
+def test_the_invariants_hold_for_every_url_walked_from_the_resolver(role: str, cast: dict[str, User | None]) -> None:
+    # The same invariants over every URL, so the check itself is exercised today.
+    every = {name for name, _ in _walk(get_resolver().url_patterns)}
+    assert _invariant_failures(cast[role], every) == []
+
+
 def test_every_url_pattern_has_a_rule() -> None:
     found = dict(_walk(get_resolver().url_patterns))
     unnamed = [route for name, route in found.items() if not name]
