@@ -30,5 +30,10 @@ def qr_svg(data: str, *, title: str = "") -> SafeString:
     Error correction M (15%) keeps a long link scannable from a screen; segno raises
     DataOverflowError for data no QR version holds.
     """
+    try:
+        svg = _svg(data, title)
+    except segno.DataOverflowError:
+        # More than a QR code holds (~2 kB at level M): the text beside it still works.
+        return SafeString('<p class="muted">Too long for a QR code: copy the text instead.</p>')
     # segno builds the markup itself and escapes the title: safe to insert as it is.
-    return mark_safe(_svg(data, title))  # noqa: S308  # nosec B308 B703
+    return mark_safe(svg)  # noqa: S308  # nosec B308 B703

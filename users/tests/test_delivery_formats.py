@@ -284,3 +284,7 @@ def test_the_qr_svg_drawn_by_chromium_decodes_back_to_the_same_text(browser: Any
     assert done.returncode == 0, done.stderr
     # zbarimg ends its output with a newline, which may merge with the data's own last one.
     assert done.stdout.decode().rstrip("\n") == data.rstrip("\n")
+
+
+def test_text_too_long_for_a_qr_code_gets_a_note_instead_of_an_error() -> None:
+    assert "Too long for a QR code" in qr_svg("x" * 5000)
