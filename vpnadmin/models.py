@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 
 # Enough ids to trace a batch; a million-row "all matching" write records its filter.
@@ -33,6 +34,8 @@ class AuditEntry(models.Model):
             # The audit page filters by actor or by object type, newest first, paged by id.
             models.Index(fields=["actor_name", "-id"], name="vpnadmin_audit_actor_id"),
             models.Index(fields=["target", "-id"], name="vpnadmin_audit_target_id"),
+            # "Which entries touched object 42?": JSON containment on the id list.
+            GinIndex(fields=["object_ids"], name="vpnadmin_audit_objects", opclasses=["jsonb_path_ops"]),
         ]
         # Project-wide permissions with no model of their own (no app may add a model for them).
         permissions = [
