@@ -27,7 +27,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
-from django.db.models import BooleanField, Count, F, FloatField, Lookup, Q, QuerySet, Sum, Value
+from django.db.models import BooleanField, Count, F, FloatField, Lookup, Max, Min, Q, QuerySet, Sum, Value
 from django.db.models.expressions import OrderBy, RawSQL
 from django.db.models.functions import Concat
 from django.utils import timezone
@@ -314,14 +314,47 @@ def _planner_estimate(qs: QuerySet[VpnUser]) -> int:
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
-def count_users(qs: QuerySet[VpnUser], *, filtered: bool) -> CountInfo:
-    """Never count(*) over a big table: estimate the whole table, cap a filter's count."""
+@contextmanager
+def bitmap_scans_only() -> Iterator[None]:
+    """Plan the statements inside with bitmap index scans only (no sequential or index walk).
+
+    A text search's matches are found through the trigram/full-text indexes, whatever
+    the planner guesses their density to be: with a LIMIT and a misestimate it would
+    rather walk the table "until enough match", which reads a million rows when the
+    matches sit at the far end. Transaction-local settings, restored on the way out.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting('enable_seqscan'), current_setting('enable_indexscan'), "
+            "set_config('enable_seqscan', 'off', true), set_config('enable_indexscan', 'off', true)"
+        )
+        seqscan, indexscan, _, _ = cursor.fetchone()
+        try:
+            yield
+        finally:
+            cursor.execute(
+                "SELECT set_config('enable_seqscan', %s, true), set_config('enable_indexscan', %s, true)",
+                [seqscan, indexscan],
+            )
+
+
+def count_users(qs: QuerySet[VpnUser], *, filtered: bool, text_search: bool = False) -> CountInfo:
+    """Never count(*) over a big table: estimate the whole table, cap a filter's count.
+
+    A text search's capped count reads the search indexes' bitmap, then at most
+    COUNT_CAP + 1 rows (bitmap_scans_only).
+    """
     if not filtered:
         estimate = estimated_table_rows()
         if estimate is not None and estimate >= ESTIMATE_THRESHOLD:
             return CountInfo(estimate, exact=False)
         return CountInfo(qs.order_by().count(), exact=True)
-    capped = qs.order_by().values("pk")[: COUNT_CAP + 1].count()
+    capped_qs = qs.order_by().values("pk")[: COUNT_CAP + 1]
+    if text_search:
+        with bitmap_scans_only():
+            capped = capped_qs.count()
+    else:
+        capped = capped_qs.count()
     if capped <= COUNT_CAP:
         return CountInfo(capped, exact=capped <= COUNT_CAP)
     return CountInfo(max(_planner_estimate(qs), COUNT_CAP + 1), exact=False)
@@ -442,7 +475,8 @@ def _compute_page(
     """Count, choose the order, then read one page by number (OFFSET) or by cursor (keyset)."""
     notes: list[str] = []
     rows_qs = qs.annotate(status=status_expression(now)).values(*LIST_READS, "status")
-    count = count_users(qs, filtered=not flt.is_empty)
+    text_search = bool(flt.q or flt.username or flt.email)
+    count = count_users(qs, filtered=not flt.is_empty, text_search=text_search)
     if auto_rank:
         if count.exact and count.value <= RANK_LIMIT:
             ordering = "relevance"
@@ -453,7 +487,6 @@ def _compute_page(
     if not spec.keyset or page:
         result = _numbered_page(rows_qs, count, ordering, page or 1, notes)
     else:
-        text_search = bool(flt.q or flt.username or flt.email)
         result = _keyset_page(rows_qs, count, ordering, after, before, last, notes, text_search=text_search)
     for row in result.rows:
         row.pop("rank", None)
@@ -503,7 +536,8 @@ def _keyset_page(
     order = _reverse(spec.fields) if backwards else list(spec.fields)
     if values is not None:
         rows_qs = rows_qs.filter(_keyset_condition(spec, values, after=not backwards))
-    window = _keyset_rows(rows_qs, order, text_search=text_search, few_matches=count.exact)
+    cursor_id = values[0] if values is not None and spec.fields in (("-id",), ("id",)) else None
+    window = _keyset_rows(rows_qs, order, text_search=text_search, few_matches=count.exact, cursor_id=cursor_id)
     more = len(window) > PAGE_SIZE
     rows = window[:PAGE_SIZE]
     if backwards:
@@ -532,46 +566,85 @@ def unindexed_order(name: str) -> OrderBy:
     return expression.desc() if name.startswith("-") else expression.asc()
 
 
-def _keyset_rows(qs: QuerySet[Any], order: list[str], *, text_search: bool, few_matches: bool) -> list[dict[str, Any]]:
+# Id windows a text search with many matches reads newest (or oldest) first: the first by a
+# bounded walk of the primary key, the next ones through the search indexes' bitmap.
+SEARCH_WINDOWS = (8_192, 65_536, 524_288)
+
+
+def _keyset_rows(
+    qs: QuerySet[Any], order: list[str], *, text_search: bool, few_matches: bool, cursor_id: int | None = None
+) -> list[dict[str, Any]]:
     """One page of rows in `order`, planned so a rare search term cannot walk the table.
 
     The planner guesses a text search's selectivity badly: it walks the primary key (or
     username) index "until 51 rows match", which reads the whole table when the term is
     rare (6.7 s for 20 matches at 1M rows). A search with few matches (the capped count
     says exactly how many) is therefore sorted after the trigram/full-text indexes found
-    them. With many matches the index walk finds a page quickly, unless the matches are
-    all far from the start of the order (see the benchmark's "clustered" row).
+    them. With many matches in id order, see _search_by_id_windows.
     """
     limit = PAGE_SIZE + 1
     if text_search and few_matches:
         return list(qs.order_by(*[unindexed_order(name) for name in order])[:limit])
+    if text_search and order[0].lstrip("-") == "id":
+        return _search_by_id_windows(qs, descending=order[0].startswith("-"), cursor_id=cursor_id)
     return list(qs.order_by(*order)[:limit])
+
+
+def _search_by_id_windows(qs: QuerySet[Any], *, descending: bool, cursor_id: int | None) -> list[dict[str, Any]]:
+    """Newest (or oldest) matches of a search with many matches, in windows of ids.
+
+    Walking the primary key "until 51 rows match" costs as many rows as lie between the
+    start and the 51st match: cheap when matches are spread (a few hundred rows), a whole
+    stretch of the table when they cluster far from the newest rows ('042' over sequential
+    names). Instead: the newest SEARCH_WINDOWS[0] ids by a bounded walk; if they hold
+    fewer than a page, each wider window through the search indexes' bitmap restricted to
+    the id range, sorted (top-N). The work is bounded by the window, not by where the
+    matches sit; beyond the last window, every match through the bitmap.
+    """
+    limit = PAGE_SIZE + 1
+    bounds = VpnUser.objects.all()
+    if cursor_id is not None:
+        bounds = bounds.filter(id__lt=cursor_id) if descending else bounds.filter(id__gt=cursor_id)
+    anchor = bounds.aggregate(edge=Max("id") if descending else Min("id"))["edge"]  # an index endpoint: < 1 ms
+    if anchor is None:
+        return []
+    order = unindexed_order("-id" if descending else "id")
+    for number, size in enumerate(SEARCH_WINDOWS):
+        window = qs.filter(id__gt=anchor - size) if descending else qs.filter(id__lt=anchor + size)
+        if number == 0:
+            rows = list(window.order_by("-id" if descending else "id")[:limit])
+        else:
+            with bitmap_scans_only():
+                rows = list(window.order_by(order)[:limit])
+        if len(rows) == limit:
+            return rows
+    with bitmap_scans_only():
+        return list(qs.order_by(order)[:limit])
 
 
 # --- one user, statistics, export ----------------------------------------------------
 
 
-def user_detail(pk: int) -> VpnUser | None:
-    """One user with its status; the credential columns are deferred (loaded only on reveal)."""
-    qs = VpnUser.objects.defer(*CREDENTIAL_COLUMNS)
+def user_detail(pk: int, *, with_credentials: bool = False) -> VpnUser | None:
+    """One user with its status; the credential columns are deferred unless asked for (the reveal)."""
+    qs = VpnUser.objects.all() if with_credentials else VpnUser.objects.defer(*CREDENTIAL_COLUMNS)
     qs = qs.select_related("server")
     return qs.annotate(status=status_expression(timezone.now())).filter(pk=pk).first()
 
 
+def credentials_of(user: VpnUser) -> dict[str, str]:
+    """The secrets of a user read by `user_detail(pk, with_credentials=True)`, labelled for the page."""
+    if user.protocol == Protocol.VLESS:
+        return {"UUID": str(user.credential_uuid)}
+    if user.protocol == Protocol.SHADOWSOCKS:
+        return {"Password": user.credential_password}
+    return {"Private key": user.wg_private_key, "Public key": user.wg_public_key}
+
+
 def user_credentials(pk: int) -> dict[str, str]:
     """The secrets of one user, for the explicit reveal that needs the change permission."""
-    row = (
-        VpnUser.objects.filter(pk=pk)
-        .values("protocol", "credential_uuid", "credential_password", "wg_private_key", "wg_public_key")
-        .first()
-    )
-    if row is None:
-        return {}
-    if row["protocol"] == Protocol.VLESS:
-        return {"UUID": str(row["credential_uuid"])}
-    if row["protocol"] == Protocol.SHADOWSOCKS:
-        return {"Password": row["credential_password"]}
-    return {"Private key": row["wg_private_key"], "Public key": row["wg_public_key"]}
+    user = user_detail(pk, with_credentials=True)
+    return {} if user is None else credentials_of(user)
 
 
 def _compute_stats() -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -12,10 +14,13 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpResponse, HttpResponseBase, QueryDict, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.utils import timezone
+from django.utils.safestring import mark_safe
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from perf.cache import tagged_cache
 from users import services
 from users.bulk import BULK_ACTIONS, bulk_step
 from users.csv_io import csv_lines, parse_users_csv
@@ -33,12 +38,12 @@ from users.selectors import (
     CACHE_TIMEOUT,
     ORDERINGS,
     SearchRefused,
+    credentials_of,
     export_rows,
     filtered_users,
     selection_queryset,
     server_choices,
     server_options,
-    user_credentials,
     user_detail,
     users_page,
     users_stats,
@@ -60,8 +65,8 @@ def _filter_query(data: QueryDict) -> dict[str, str]:
     return {name: str(data.get(name)) for name in (*FILTER_FIELDS, "ordering") if data.get(name)}
 
 
-def _get_user_for(request: AuthedHttpRequest, pk: int) -> VpnUser:
-    user = user_detail(pk)
+def _get_user_for(request: AuthedHttpRequest, pk: int, *, with_credentials: bool = False) -> VpnUser:
+    user = user_detail(pk, with_credentials=with_credentials)
     if user is None:
         raise Http404("No such VPN user.")
     return user
@@ -70,6 +75,57 @@ def _get_user_for(request: AuthedHttpRequest, pk: int) -> VpnUser:
 @require_GET
 @permission_required(VIEW, raise_exception=True)
 def user_list(request: AuthedHttpRequest) -> HttpResponse:
+    """The list page, or its results for an htmx swap.
+
+    Everything below the top bar is decided by the query string and the operator's
+    permissions, so it is cached as one rendered fragment under those (tags `users` and
+    `servers`): a warm request is the session, the user and one cache read. The CSRF
+    token of the bulk form sits outside the fragment (users/list.html).
+    """
+    partial = wants_partial(request)
+    perms = {
+        "can_change": request.user.has_perm(CHANGE),
+        "can_delete": request.user.has_perm(DELETE),
+        "can_add": request.user.has_perm(ADD),
+        "bulk_actions": [
+            (name, action.label)
+            for name, action in BULK_ACTIONS.items()
+            if request.user.has_perm(f"users.{action.permission}_vpnuser")
+        ],
+    }
+
+    def content() -> str:
+        html, complete = _list_content(request, partial=partial, perms=perms)
+        if not complete:
+            raise _NotCached(html)
+        return html
+
+    try:
+        if not settings.USERS_CACHE_READS:
+            raise _NotCached(_list_content(request, partial=partial, perms=perms)[0])
+        vary = json.dumps([partial, perms, request.get_full_path()], sort_keys=True)
+        key = f"users:list-html:{hashlib.sha256(vary.encode()).hexdigest()[:32]}"
+        html = tagged_cache().get_or_set(key, content, CACHE_TIMEOUT, tags=["users", "servers"])
+    except _NotCached as answer:
+        html = answer.html
+    # The full page adds only the layout around content our own templates rendered (autoescaped there).
+    content_html = mark_safe(html)  # noqa: S308  # nosec B308 B703
+    response = HttpResponse(html) if partial else render(request, "users/list.html", {"content": content_html})
+    # Caches must not serve the partial to a full-page request or the other way round.
+    response.headers["Vary"] = "HX-Request"
+    return response
+
+
+class _NotCached(Exception):
+    """A rendering that must not be stored: a refused or timed-out read is worth trying again."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__("not cached")
+        self.html = html
+
+
+def _list_content(request: AuthedHttpRequest, *, partial: bool, perms: dict[str, Any]) -> tuple[str, bool]:
+    """The rendered content and whether it may be cached (not when the read was refused)."""
     flt, notes = parse_filter(request.GET)
     ordering, ordering_note = parse_ordering(request.GET.get("ordering"))
     page_number, page_note = parse_page(request.GET.get("page"))
@@ -94,8 +150,10 @@ def user_list(request: AuthedHttpRequest) -> HttpResponse:
         if page.ordering != ordering:
             base["ordering"] = page.ordering  # the next pages keep the order this one chose
     context = {
+        **perms,
         "page": page,
         "notes": notes,
+        "partial": partial,
         "filter_form": _filter_form_initial(request.GET),
         "orderings": ORDERINGS,
         "ordering": page.ordering if page else ordering,
@@ -103,23 +161,13 @@ def user_list(request: AuthedHttpRequest) -> HttpResponse:
         "next_query": urlencode({**base, **page.next_params}) if page and page.has_next else "",
         "previous_query": urlencode({**base, **page.previous_params}) if page and page.has_previous else "",
         "last_query": urlencode({**base, "last": "1"}) if page and ORDERINGS[page.ordering].keyset else "",
-        "bulk_actions": [
-            (name, action.label)
-            for name, action in BULK_ACTIONS.items()
-            if request.user.has_perm(f"users.{action.permission}_vpnuser")
-        ],
         "filter_items": sorted(_filter_query(request.GET).items()) if not ordering_note else sorted(base.items()),
         "status_choices": Status.choices,
         "protocol_choices": Protocol.choices,
-        "servers": [] if wants_partial(request) else server_choices(),
-        "can_change": request.user.has_perm(CHANGE),
-        "can_delete": request.user.has_perm(DELETE),
-        "can_add": request.user.has_perm(ADD),
-        # Rendering 50 rows costs more than reading them from the cache: the rows'
-        # HTML is cached with the same tags (0 when cached reads are switched off).
-        "rows_cache_seconds": CACHE_TIMEOUT if settings.USERS_CACHE_READS else 0,
+        "servers": [] if partial else server_choices(),
     }
-    return render_page_or_partial(request, "users/list.html", context, "results")
+    template = "users/list_content.html#results" if partial else "users/list_content.html"
+    return render_to_string(template, context), page is not None
 
 
 def _filter_form_initial(data: QueryDict) -> dict[str, str]:
@@ -206,20 +254,7 @@ def user_create(request: AuthedHttpRequest) -> HttpResponse:
 def user_detail_view(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     user = _get_user_for(request, pk)
     can_change = request.user.has_perm(CHANGE)
-    initial = {
-        "username": user.username,
-        "email": user.email,
-        "protocol": user.protocol,
-        "data_limit": "" if user.data_limit is None else str(user.data_limit),
-        "reset_strategy": user.reset_strategy,
-        "expire_at": timezone.localtime(user.expire_at).date() if user.expire_at else None,
-        "on_hold_days": user.on_hold_days,
-        "is_active": user.is_active,
-        "server": str(user.server_id or ""),
-        "note": user.note,
-    }
-    form = UserForm(request.POST or None, initial=initial, servers=server_options())
-    form.fields["username"].disabled = True
+    form = _detail_form(request, user)
     if request.method == "POST":
         if not can_change:
             raise PermissionDenied
@@ -237,16 +272,46 @@ def user_detail_view(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     return render(request, "users/detail.html", context, status=400 if request.method == "POST" else 200)
 
 
+def _detail_form(request: AuthedHttpRequest, user: VpnUser) -> UserForm:
+    initial = {
+        "username": user.username,
+        "email": user.email,
+        "protocol": user.protocol,
+        "data_limit": "" if user.data_limit is None else str(user.data_limit),
+        "reset_strategy": user.reset_strategy,
+        "expire_at": timezone.localtime(user.expire_at).date() if user.expire_at else None,
+        "on_hold_days": user.on_hold_days,
+        "is_active": user.is_active,
+        "server": str(user.server_id or ""),
+        "note": user.note,
+    }
+    # The edit form is bound only to an edit's own POST (a reveal posts no fields).
+    match = request.resolver_match
+    data = request.POST if request.method == "POST" and match is not None and match.url_name == "detail" else None
+    form = UserForm(data, initial=initial, servers=server_options())
+    form.fields["username"].disabled = True
+    return form
+
+
 @never_cache
 @require_POST
 @permission_required(CHANGE, raise_exception=True)
 def user_reveal_credentials(request: AuthedHttpRequest, pk: int) -> HttpResponse:
-    """The credentials of one user, on an explicit POST by someone who may change users; audited."""
-    user = _get_user_for(request, pk)
+    """The credentials of one user, on an explicit POST by someone who may change users; audited.
+
+    An htmx click swaps in the credentials only; the plain form (no script) answers the
+    whole user page with them shown, in one request. Never a redirect: the secrets must
+    not land on a URL a browser keeps. The user and its credentials are one read.
+    """
+    user = _get_user_for(request, pk, with_credentials=True)
     audit_record(
         actor=request.user, action="users_reveal_credentials", target=services.TARGET, count=1, object_ids=[pk]
     )
-    return render(request, "users/credentials.html", {"credentials": user_credentials(pk), "user_obj": user})
+    credentials = credentials_of(user)
+    if wants_partial(request):
+        return render(request, "users/credentials.html", {"credentials": credentials, "user_obj": user})
+    context = {"user_obj": user, "form": _detail_form(request, user), "can_change": True, "credentials": credentials}
+    return render(request, "users/detail.html", context)
 
 
 @require_http_methods(["GET", "POST"])
