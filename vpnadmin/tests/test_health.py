@@ -183,3 +183,29 @@ def test_perf_registers_its_check_without_importing_the_vpn_apps() -> None:
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in {"users", "containers"}]
     assert offenders == []
     assert "memory" in {check.name for check in health.run_component_checks()}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_health_requests_share_one_ping_of_a_hanging_engine(tmp_path: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections
+
+    engine = _SlowEngine(str(tmp_path / "slow.sock"))
+
+    def ask() -> int:
+        try:
+            return Client().get("/healthz").status_code
+        finally:
+            connections.close_all()
+
+    try:
+        with (
+            override_settings(DOCKER_HOST=f"unix://{tmp_path}/slow.sock", HEALTH_CHECK_TIMEOUT=1.0),
+            ThreadPoolExecutor(max_workers=8) as pool,
+        ):
+            statuses = list(pool.map(lambda _: ask(), range(8)))
+    finally:
+        engine.close()
+    assert statuses == [200] * 8
+    assert engine.connections == 1
