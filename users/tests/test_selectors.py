@@ -290,7 +290,6 @@ def _plan(qs: Any, *, forbid: tuple[str, ...] = ("seqscan",)) -> str:
         (UserFilter(status="limited"), "vpnuser_quota_used"),
         (UserFilter(status="on_hold"), "vpnuser_on_hold"),
         (UserFilter(status="expired"), "vpnuser_expire"),
-        (UserFilter(protocol="wireguard"), "vpnuser_protocol_id"),
         (UserFilter(used_min=1000), "vpnuser_used_id"),
         (UserFilter(created_from=datetime.date(2026, 1, 1)), "vpnuser_created"),
     ],
