@@ -186,9 +186,6 @@ def servers_apply(*, server_id: int) -> ApplyOutcome:
         if digest == server.config_hash and applied_digest(server) == digest:
             _record(server, state=ApplyState.APPLIED, message="", dirty_at=dirty_at, config_hash=digest)
             return ApplyOutcome(server_id, ApplyState.APPLIED, message="same config, nothing to do")
-        if kind.reload_resets_counters:
-            # The reload restarts the core's counters: count what they hold first.
-            servers_poll_traffic(server_ids=[server.pk])
         result = kind.apply(server, files, digest)
     except ApplyRejected as exc:
         _record(server, state=ApplyState.FAILED, message=str(exc), dirty_at=dirty_at)
@@ -197,6 +194,13 @@ def servers_apply(*, server_id: int) -> ApplyOutcome:
         message = describe_engine_error(exc)
         _record(server, state=ApplyState.PENDING, message=message, dirty_at=dirty_at)
         raise EngineUnavailable(message) from exc
+    if result.counters is not None:
+        # Read in the apply's own exec right before its reload reset them: count them now,
+        # against the baseline as it is now (a periodic poll may have moved it meanwhile).
+        current = VpnServer.objects.filter(pk=server.pk).values_list("traffic_baseline", "polled_at").first()
+        if current is not None:
+            server.traffic_baseline, server.polled_at = current
+            servers_record_readings(readings=[(server, result.counters)])
     _record(server, state=ApplyState.APPLIED, message="", dirty_at=dirty_at, config_hash=digest)
     logger.info("server %s applied: %s", server.pk, result.detail)
     return ApplyOutcome(server_id, ApplyState.APPLIED, changed=result.changed, calls=result.calls)

@@ -14,7 +14,7 @@ import io
 import tarfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 from django.db import connection
@@ -54,6 +54,9 @@ class ApplyResult:
     # Reloads plus live API calls the apply made on the server (0 when nothing changed).
     calls: int
     detail: str = ""
+    # A kind whose reload resets its counters reads them in the apply's own exec, right
+    # before the reload, and hands them back here (None: they could not be read).
+    counters: dict[str, tuple[int, int]] | None = field(default=None, repr=False)
 
 
 class ApplyRejected(Exception):
@@ -66,7 +69,8 @@ class ServerKind(Protocol):
     default_image: ClassVar[str]
     cap_add: ClassVar[tuple[str, ...]]
     devices: ClassVar[tuple[str, ...]]
-    # A reload restarts the core's counters: poll the server's traffic right before it.
+    # A reload restarts the core's counters: the apply reads them right before it and
+    # returns them (ApplyResult.counters) for the caller to record.
     reload_resets_counters: ClassVar[bool]
     # The encrypted credentials the config carries ("uuid", "password"): a render opens
     # only these (decrypting is most of the cost of reading 10,000 users).

@@ -142,6 +142,32 @@ def test_bytes_fetched_through_vless_reach_the_users_traffic_within_one_poll_and
     assert counted + size <= user.used_traffic <= counted + size * 1.05
 
 
+def test_an_apply_counts_the_bytes_its_reload_is_about_to_reset_once(
+    vpn_host: DockerHost, start_server: Callable[..., VpnServer], vless_client: Any, origin: str
+) -> None:
+    server = start_server(vpn_host, "vless")
+    (user,) = _make_users(server, 1)
+    _converge(server)
+    wait_ready(server)
+    size = 1_000_000
+    with vless_client(server.port, str(user.credential_uuid)) as socks:
+        assert fetch_until(socks, f"{origin}/bytes/{size}", ok=True) == size
+
+    # No poll in between: the apply that adds a user reads the counters in its own exec,
+    # right before the reload that resets them.
+    _make_users(server, 1, prefix="w")
+    outcome = _converge(server)
+    assert outcome.changed and outcome.calls == 1
+    user.refresh_from_db()
+    assert size <= user.used_traffic <= size * 1.05
+    counted = user.used_traffic
+
+    wait_ready(server)
+    servers_poll_traffic()
+    user.refresh_from_db()
+    assert user.used_traffic == counted
+
+
 def test_a_recreated_container_is_found_by_the_converge_pass_and_served_again(
     vpn_host: DockerHost, start_server: Callable[..., VpnServer], vless_client: Any, origin: str
 ) -> None:
