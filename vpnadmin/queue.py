@@ -16,9 +16,10 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
-from procrastinate import JobContext
+from procrastinate import JobContext, exceptions
 from procrastinate.contrib.django import app
 from procrastinate.contrib.django.models import ProcrastinateWorker
+from procrastinate.jobs import Status
 
 from vpnadmin.errors import first_line
 
@@ -56,7 +57,14 @@ async def retry_stalled_jobs(context: JobContext, timestamp: int) -> int:
     stalled = await manager.get_stalled_jobs(seconds_since_heartbeat=settings.QUEUE_STALLED_AFTER)
     count = 0
     for job in stalled:
-        await manager.retry_job(job)
+        try:
+            await manager.retry_job(job)
+        except exceptions.UniqueViolation:
+            # A later run of the same periodic task already waits under its queueing lock:
+            # this one is not needed; ending it frees the lock the waiting run needs.
+            await manager.finish_job(job, status=Status.FAILED, delete_job=False)
+            logger.warning("ended job %s (%s): its worker died and a later run waits", job.id, job.task_name)
+            continue
         count += 1
         logger.warning("retrying job %s (%s): its worker stopped beating", job.id, job.task_name)
     return count

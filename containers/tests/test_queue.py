@@ -242,3 +242,44 @@ def test_the_dashboard_shows_the_worker_part_down_while_no_worker_runs(owner_cli
 def test_the_dashboard_shows_the_worker_part_up_while_one_runs(queue_worker: QueueWorker, owner_client: Client) -> None:
     row = _worker_row(owner_client)
     assert "badge-up" in row and "1 worker alive" in row
+
+
+def _collect_stats_jobs(status: str) -> int:
+    with psycopg.connect(_test_database_url(), autocommit=True) as conn:
+        return int(
+            conn.execute(
+                "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'containers.collect_stats' AND status = %s",
+                [status],
+            ).fetchone()[0]
+        )
+
+
+def test_stats_passes_go_on_after_a_worker_is_killed_in_the_middle_of_one(
+    queue_worker: QueueWorker, make_server: Callable[..., VpnServer], silent_engine_socket: str
+) -> None:
+    # The killed pass holds the task's lock while the next tick already waits under the
+    # queueing lock: recovery must end the dead pass (retrying it would collide with the
+    # waiting one), or no pass would ever run again.
+    hung = DockerHost.objects.create(name="hung", base_url=silent_engine_socket, network_mode="none")
+    make_server(hung, observed_state="running")
+    queue_worker.stop()
+    env = {"CONTAINERS_STATS_INTERVAL": "1", "HEALTH_CHECK_TIMEOUT": "3", "PROCRASTINATE_WORKER_DELETE_JOBS": "never"}
+    queue_worker.start(**env)
+    deadline = time.monotonic() + 60
+    while not (_collect_stats_jobs("doing") and _collect_stats_jobs("todo")):
+        assert time.monotonic() < deadline, queue_worker.log()[-3000:]
+        time.sleep(0.1)
+    queue_worker.kill()
+    finished_before = len(_runs("containers.collect_stats"))
+
+    queue_worker.start(**env)
+    deadline = time.monotonic() + 120
+    while len(_runs("containers.collect_stats")) < finished_before + 2:
+        assert time.monotonic() < deadline, queue_worker.log()[-3000:]
+        time.sleep(0.5)
+    with psycopg.connect(_test_database_url(), autocommit=True) as conn:
+        failed_recoveries = conn.execute(
+            "SELECT count(*) FROM procrastinate_jobs"
+            " WHERE task_name = 'vpnadmin.retry_stalled_jobs' AND status = 'failed'"
+        ).fetchone()[0]
+    assert failed_recoveries == 0
