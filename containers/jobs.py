@@ -72,8 +72,9 @@ def _record_item(job: BatchJob, target: Target, item: runner.Item) -> None:
             BatchJob.objects.filter(pk=job.pk).update(**{counter: F(counter) + 1}, heartbeat_at=timezone.now())
             invalidate_on_commit([f"server:{result.server_id}", "servers"])
     except IntegrityError:
-        # Already recorded by an earlier attempt that died after its commit: keep that one.
-        logger.info("batch job %s: server %s already has a result", job.pk, result.server_id)
+        # Recorded already by an earlier attempt that died after its commit (keep that one),
+        # or the server was deleted meanwhile (the job counts it as failed when it closes).
+        logger.info("batch job %s: result for server %s not recorded twice", job.pk, result.server_id)
 
 
 def job_run(job_id: int, *, should_stop: Callable[[], bool] | None = None) -> BatchJob | None:
