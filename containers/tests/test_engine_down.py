@@ -158,3 +158,15 @@ def test_an_ssh_engine_that_never_answers_fails_on_the_read_deadline_and_its_ssh
     )
     close_clients()
     assert _ssh_children() == []
+
+
+def test_with_a_hung_engine_the_servers_page_shows_it_unreachable_and_the_other_host_up(
+    owner_client: Client, local_host: DockerHost, silent_engine_socket: str
+) -> None:
+    DockerHost.objects.create(name="hung", base_url=silent_engine_socket, network_mode="none")
+    page = owner_client.get("/containers/").content.decode()
+    hung = page[page.index('data-host="hung"') :][:600]
+    local = page[page.index(f'data-host="{local_host.name}"') :][:600]
+    assert "badge-unreachable" in hung
+    assert "did not answer in time" in hung or "no answer within" in hung
+    assert "badge-up" in local
