@@ -55,6 +55,8 @@ prepare: $(DEV_STAMP)
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+# Types, with django-stubs (config in pyproject.toml); settings read like the tests read them.
+	$(TEST_ENV) $(VENV)/bin/mypy .
 # Security lint: bandit at medium severity and up over the code (tests excluded: they
 # start processes and open loopback URLs on purpose), and known vulnerabilities in the
 # lock files (scripts/audit-dependencies.py; AUDIT_STRICT=1 also fails on what it cannot audit).

@@ -26,6 +26,8 @@ from django.contrib.auth.models import Permission, User
 from django.core.cache import cache
 from django.test import Client
 
+from perf.cache import tagged_cache
+
 REPO = Path(__file__).resolve().parent
 RUN_ID = os.environ["VPNADMIN_TEST_RUN_ID"]
 TEST_IMAGE = "vpnadmin-test/busybox:latest"
@@ -120,7 +122,7 @@ def _remove_run_keys_at_end() -> Iterator[None]:
 @pytest.fixture
 def redis_client() -> Any:
     """The raw redis-py client behind the cache, for tests that look at Redis itself."""
-    return cache.client.get_client(write=True)
+    return tagged_cache().client.get_client(write=True)
 
 
 # --- Docker --------------------------------------------------------------------------

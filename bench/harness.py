@@ -136,7 +136,9 @@ def gunicorn(
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                raise RuntimeError(f"gunicorn did not start: {process.stderr.read().decode()[-2000:]}") from None
+                raise RuntimeError(
+                    f"gunicorn did not start: {process.stderr.read().decode()[-2000:] if process.stderr else ''}"
+                ) from None
             time.sleep(0.1)
     try:
         yield Server(url, process)

@@ -178,7 +178,7 @@ class VpnServerAdmin(admin.ModelAdmin):
 
 class BatchJobResultInline(admin.TabularInline):
     model = BatchJobResult
-    fields = ["server_name", "host_name", "outcome", "message"]
+    fields = ("server_name", "host_name", "outcome", "message")
     readonly_fields = fields
     extra = 0
     can_delete = False

@@ -18,6 +18,7 @@ def test_an_operator_sees_the_memory_chart_and_the_findings_panel(logged_in_page
     sampler = Sampler(ProfilerConfig(types_every=1))
     for _ in range(3):
         sampler.sample_once()
+    assert sampler.process_id is not None
     memory_services.memory_finding_sync(
         process_id=sampler.process_id,
         finding=Finding(

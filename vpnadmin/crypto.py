@@ -249,6 +249,11 @@ class EncryptedUUIDField(EncryptedTextField):
 class EncryptedJSONField(EncryptedTextField):
     """A JSON value (a dict of environment values) encrypted as one token; reads back decoded."""
 
+    # What django-stubs types the attribute as: a dict in, a dict out. The stubs' TextField
+    # pins text, and these class-level hints are how its plugin reads a field's types.
+    _pyi_private_set_type: dict[str, Any]  # type: ignore[assignment]
+    _pyi_private_get_type: dict[str, Any]  # type: ignore[assignment]
+
     def _to_plain(self, value: Any) -> Any:
         return json.loads(value)
 

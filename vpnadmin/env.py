@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -145,7 +146,7 @@ def persistent_encryption_keys(var_dir: Path) -> tuple[list[str], str]:
     return keys, source
 
 
-def database_from_url(name: str, default: str) -> dict[str, object]:
+def database_from_url(name: str, default: str) -> dict[str, Any]:
     """Parse a database URL into Django's DATABASES entry, naming the variable on error."""
     import dj_database_url
 

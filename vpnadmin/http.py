@@ -24,7 +24,7 @@ class AuthedHttpRequest(HttpRequest):
 def wants_partial(request: HttpRequest) -> bool:
     """An htmx request that swaps part of the page (a boosted one wants the whole page)."""
     htmx = getattr(request, "htmx", None)
-    return bool(htmx) and not htmx.boosted
+    return htmx is not None and bool(htmx) and not htmx.boosted
 
 
 def render_page_or_partial(

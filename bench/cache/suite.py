@@ -19,14 +19,15 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache, caches
+from django.core.cache import caches
 from django_redis.cache import RedisCache
 
 from bench.harness import Row, gunicorn, http_get, interleaved_medians, login_session_cookie
+from perf.cache import tagged_cache
 from perf.cache.metrics import read_totals
 
 GETS_PER_ROUND = 500
@@ -41,14 +42,14 @@ EDIT_EVERY = 200
 
 
 def _plain_django_redis() -> RedisCache:
-    params = dict(settings.CACHES["default"])
+    params: dict[str, Any] = dict(settings.CACHES["default"])
     options = {k: v for k, v in params["OPTIONS"].items() if k != "CLIENT_CLASS"}
     return RedisCache(params["LOCATION"], {**params, "KEY_PREFIX": f"{params['KEY_PREFIX']}-plain", "OPTIONS": options})
 
 
 def tagged_hit_row() -> Row:
     # Both sides are backend instances (not the `cache` proxy), so neither pays the proxy lookup.
-    ours_cache = caches["default"]
+    ours_cache = tagged_cache()
     plain = _plain_django_redis()
     value = {"rows": [{"id": i, "username": f"user{i}", "status": "active"} for i in range(20)], "count": 20}
     tags = ["users", "stats", "user:1"]
@@ -112,20 +113,20 @@ def untagged_get_row() -> Row:
 def invalidation_row() -> Row:
     batch = 5000
     for start in range(0, WIDE_TAG_KEYS, batch):
-        cache.set_many({f"bench:wide:{i}": i for i in range(start, start + batch)}, 600, tags=["bench-wide"])
-    cache.set("bench:narrow", 1, 600, tags=["bench-narrow"])
-    assert cache.count_pattern("bench:wide:*") == WIDE_TAG_KEYS
+        tagged_cache().set_many({f"bench:wide:{i}": i for i in range(start, start + batch)}, 600, tags=["bench-wide"])
+    tagged_cache().set("bench:narrow", 1, 600, tags=["bench-narrow"])
+    assert tagged_cache().count_pattern("bench:wide:*") == WIDE_TAG_KEYS
 
     def invalidate(tag: str) -> Callable[[], None]:
         def run() -> None:
             for _ in range(INVALIDATIONS_PER_ROUND):
-                cache.invalidate_tags([tag])
+                tagged_cache().invalidate_tags([tag])
 
         return run
 
     medians = interleaved_medians({"wide": invalidate("bench-wide"), "narrow": invalidate("bench-narrow")}, rounds=7)
-    assert cache.get("bench:wide:7") is None
-    cache.invalidate_pattern("bench:wide:*")
+    assert tagged_cache().get("bench:wide:7") is None
+    tagged_cache().invalidate_pattern("bench:wide:*")
     return Row.compare(
         f"invalidate_tags on a tag carried by {WIDE_TAG_KEYS:,} keys",
         medians["wide"] / INVALIDATIONS_PER_ROUND,
@@ -163,11 +164,11 @@ def stampede_row() -> Row:
     ours, baseline = [], []
     for round_number in range(3):
         key = f"bench:stampede:{round_number}"
-        cache.delete(key)
+        tagged_cache().delete(key)
         plain.delete(key)
-        ours.append(_fetches_when_threads_miss(lambda k, f: cache.get_or_set(k, f, 60, tags=["users"]), key))
+        ours.append(_fetches_when_threads_miss(lambda k, f: tagged_cache().get_or_set(k, f, 60, tags=["users"]), key))
         baseline.append(_fetches_when_threads_miss(lambda k, f: plain.get_or_set(k, f, 60), key))
-        cache.delete(key)
+        tagged_cache().delete(key)
         plain.delete(key)
     return Row.compare(
         f"{THREADS} threads miss one key: fetch time spent (runs: {max(ours)})",
@@ -223,7 +224,7 @@ def users_rows() -> list[Row]:
         http_get(list_url, cookies=cookies)  # imports, connections
         cold, warm = [], []
         for _ in range(PAGE_ROUNDS):
-            cache.invalidate_tags(["users", "stats"])
+            tagged_cache().invalidate_tags(["users", "stats"])
             cold.append(_timed_get(list_url, cookies))
             warm.append(_timed_get(list_url, cookies))
         page_row = Row.compare(
@@ -252,7 +253,7 @@ def users_rows() -> list[Row]:
     return [page_row, workload_row]
 
 
-def _edit_form(user: dict[str, Any], note: str) -> dict[str, str]:
+def _edit_form(user: Mapping[str, Any], note: str) -> dict[str, str]:
     """The detail form as the browser posts it, with the note changed: a real, valid edit."""
     form = {
         "email": f"{user['username']}@bench.example",
@@ -268,7 +269,9 @@ def _edit_form(user: dict[str, Any], note: str) -> dict[str, str]:
     return form
 
 
-def _browse_search_edit(base: str, cookies: dict[str, str], sample: list[dict[str, Any]]) -> tuple[dict[str, int], str]:
+def _browse_search_edit(
+    base: str, cookies: dict[str, str], sample: Sequence[Mapping[str, Any]]
+) -> tuple[dict[str, int], str]:
     """Operators browsing the list, paging, searching and filtering; one edit every EDIT_EVERY views.
 
     The hit ratio counts cache reads (hits / (hits + misses)) over the workload only.
@@ -286,7 +289,7 @@ def _browse_search_edit(base: str, cookies: dict[str, str], sample: list[dict[st
         "/users/?status=active",
         "/users/?status=disabled",
     ]
-    cache.invalidate_tags(["users", "stats"])
+    tagged_cache().invalidate_tags(["users", "stats"])
     for path in views:  # the pages operators keep open, warmed as warmcache would
         http_get(base + path, cookies=cookies)
     before = read_totals()
@@ -306,7 +309,7 @@ def _browse_search_edit(base: str, cookies: dict[str, str], sample: list[dict[st
 
 
 def run() -> list[Row]:
-    cache.clear()  # the bench prefix only
+    tagged_cache().clear()  # the bench prefix only
     rows = [tagged_hit_row(), untagged_get_row(), invalidation_row(), stampede_row()]
     rows += users_rows()
     return rows

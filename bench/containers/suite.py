@@ -63,7 +63,9 @@ def queue_worker() -> Iterator[subprocess.Popen[bytes]]:
     while not ProcrastinateWorker.objects.filter(id__gt=before).exists():
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            raise RuntimeError(f"the queue worker did not start: {process.stderr.read().decode()[-2000:]}")
+            raise RuntimeError(
+                f"the queue worker did not start: {process.stderr.read().decode()[-2000:] if process.stderr else ''}"
+            )
         time.sleep(0.05)
     try:
         yield process

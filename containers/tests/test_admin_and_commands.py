@@ -7,6 +7,7 @@ from io import StringIO
 
 import docker
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.test import Client
 
@@ -41,7 +42,7 @@ def test_the_admin_offers_no_stock_delete_that_would_orphan_containers(
 
 
 def test_the_admin_remove_action_needs_the_delete_permission(
-    make_operator: Callable[..., object], local_host: DockerHost, make_server: Callable[..., VpnServer]
+    make_operator: Callable[..., User], local_host: DockerHost, make_server: Callable[..., VpnServer]
 ) -> None:
     server = make_server(local_host)
     client = Client()

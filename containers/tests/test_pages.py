@@ -269,9 +269,8 @@ def test_opening_the_page_of_a_job_whose_worker_died_changes_nothing_and_says_no
 def test_the_collector_computes_cpu_from_consecutive_samples_and_tags_them_by_host(
     local_host: DockerHost, make_server: Callable[..., VpnServer]
 ) -> None:
-    from django.core.cache import cache
-
     from containers.stats import read_samples
+    from perf.cache import tagged_cache
 
     server = make_server(local_host)
     servers_start_batch(servers=[server])
@@ -279,7 +278,7 @@ def test_the_collector_computes_cpu_from_consecutive_samples_and_tags_them_by_ho
     assert read_samples([server.pk])[server.pk]["cpu_percent"] is None  # one reading: no rate yet
     collect_stats_once()
     assert read_samples([server.pk])[server.pk]["cpu_percent"] is not None
-    cache.invalidate_tags([f"host:{local_host.pk}"])
+    tagged_cache().invalidate_tags([f"host:{local_host.pk}"])
     assert read_samples([server.pk]) == {}
 
 

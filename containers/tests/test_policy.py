@@ -9,6 +9,7 @@ from typing import Any
 import docker
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.test import Client
 
 from conftest import TEST_IMAGE, docker_client_for
@@ -67,7 +68,12 @@ def test_the_hosts_page_refuses_a_hostile_engine_address_and_adds_nothing(
 
 
 def test_a_tls_engine_on_a_loopback_address_is_refused_even_with_certificates(tls_files: dict[str, str]) -> None:
-    errors = engine_url_errors("tcp://127.0.0.1:2376", **tls_files)
+    errors = engine_url_errors(
+        "tcp://127.0.0.1:2376",
+        tls_ca_cert=tls_files["tls_ca_cert"],
+        tls_client_cert=tls_files["tls_client_cert"],
+        tls_client_key=tls_files["tls_client_key"],
+    )
     assert errors == ["127.0.0.1 resolves to 127.0.0.1, a loopback address: refused for a remote engine."]
 
 
@@ -110,7 +116,7 @@ def test_the_second_engines_socket_is_accepted_as_a_host(owner_client: Client) -
     assert DockerHost.objects.get(name="second").reachable is True
 
 
-def test_adding_a_host_needs_the_add_permission(make_operator: Callable[..., object]) -> None:
+def test_adding_a_host_needs_the_add_permission(make_operator: Callable[..., User]) -> None:
     client = Client()
     client.force_login(make_operator("containers.view_dockerhost"))
     assert client.get("/containers/hosts/").status_code == 200

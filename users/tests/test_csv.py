@@ -146,7 +146,7 @@ def _export(client: Client, query: str = "") -> list[list[str]]:
     response = client.get(f"/users/export.csv{query}")
     assert response.status_code == 200 and response.streaming
     assert response["Content-Type"].startswith("text/csv")
-    text = b"".join(response.streaming_content).decode()
+    text = response.getvalue().decode()
     return list(csv.reader(io.StringIO(text)))
 
 

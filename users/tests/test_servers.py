@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.core.cache import cache
 from django.test import Client
 
 from containers.models import DockerHost, VpnServer
+from perf.cache import tagged_cache
 from users import services
 from users.models import VpnUser
 from users.tests.factories import make_users
@@ -43,7 +43,7 @@ def test_moving_users_invalidates_both_servers_pages(django_capture_on_commit_ca
             calls[name] += 1
             return calls[name]
 
-        cache.get_or_set(f"probe-{name}", compute, 60, tags=[f"server:{server.pk}"])
+        tagged_cache().get_or_set(f"probe-{name}", compute, 60, tags=[f"server:{server.pk}"])
 
     probe("old", old)
     probe("new", new)
@@ -59,11 +59,16 @@ def test_a_bulk_action_invalidates_the_servers_of_the_users_it_touched(django_ca
     server = _server("edge-2")
     ids = make_users(3)
     services.users_update_batch(actor=None, changes={ids[0]: {"server_id": server.pk}})
-    computed = []
-    cache.get_or_set("probe", lambda: computed.append(1) or 1, 60, tags=[f"server:{server.pk}"])
+    computed: list[int] = []
+
+    def compute() -> int:
+        computed.append(1)
+        return 1
+
+    tagged_cache().get_or_set("probe", compute, 60, tags=[f"server:{server.pk}"])
     with django_capture_on_commit_callbacks(execute=True):
         services.users_set_active(actor=None, users=VpnUser.objects.all(), active=False)
-    cache.get_or_set("probe", lambda: computed.append(1) or 1, 60, tags=[f"server:{server.pk}"])
+    tagged_cache().get_or_set("probe", compute, 60, tags=[f"server:{server.pk}"])
     assert len(computed) == 2
 
 

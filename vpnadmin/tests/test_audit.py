@@ -171,7 +171,7 @@ def test_an_admin_save_that_calls_an_auditing_service_is_not_recorded_twice(rf: 
             original(self, *args, **kwargs)
             audit_record(actor=owner, action="groups_update", target="auth.Group", count=1, object_ids=[self.pk])
 
-        Group.save = save_with_audit  # type: ignore[method-assign]
+        Group.save = save_with_audit  # type: ignore[method-assign,assignment]
         try:
             model_admin.save_model(request, group, _Form(), True)
         finally:

@@ -37,7 +37,7 @@ def test_a_session_idle_longer_than_the_timeout_ends(owner: User) -> None:
     with override_settings(SESSION_IDLE_TIMEOUT=600):
         _age_session(client, 601)
         response = client.get("/users/")
-    assert response.status_code == 302 and response.url.startswith("/login/")
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
     assert client.get("/users/").status_code == 302  # the session is gone, not only this request
     assert AuditEntry.objects.filter(action="auth_logout", detail__reason="idle").count() == 1
 
