@@ -112,6 +112,9 @@ class UserFilter:
 class CountInfo:
     value: int
     exact: bool
+    # A text search's matches among the newest COUNT_WALK ids, when its count looked there
+    # (the page then knows whether walking those ids can fill it).
+    recent: int | None = None
 
     @property
     def display(self) -> str:
@@ -338,25 +341,55 @@ def bitmap_scans_only() -> Iterator[None]:
             )
 
 
+# The newest ids a text search's capped count walks first, when the planner expects the
+# term to be common (at least DENSE_SEARCH of the table).
+COUNT_WALK = 12_000
+DENSE_SEARCH = 0.08
+
+
+def _capped_search_count(qs: QuerySet[VpnUser], estimate: int) -> tuple[int, int | None]:
+    """How many users match a text search, up to COUNT_CAP + 1, at a bounded cost; and how
+    many of them among the newest COUNT_WALK ids, when it looked there.
+
+    "Scan until COUNT_CAP + 1 match" is what the planner picks, and it reads a million
+    rows when the matches sit far from where the scan starts. Instead, a term the planner
+    expects to be common walks the newest COUNT_WALK ids (over the cap there, usually);
+    any other, or a common one that was not over the cap there, counts every match
+    through the search indexes' bitmap (its cost is the number of matches, and it stops
+    reading rows at the cap).
+    """
+    table = estimated_table_rows() or 0
+    recent = None
+    if table and estimate >= DENSE_SEARCH * table:
+        edge = VpnUser.objects.aggregate(edge=Max("id"))["edge"]  # an index endpoint: < 1 ms
+        if edge is not None:
+            recent = qs.filter(id__gt=edge - COUNT_WALK).order_by().values("pk")[: COUNT_CAP + 1].count()
+            if recent > COUNT_CAP:
+                return recent, recent
+    with bitmap_scans_only():
+        return qs.order_by().values("pk")[: COUNT_CAP + 1].count(), recent
+
+
 def count_users(qs: QuerySet[VpnUser], *, filtered: bool, text_search: bool = False) -> CountInfo:
     """Never count(*) over a big table: estimate the whole table, cap a filter's count.
 
-    A text search's capped count reads the search indexes' bitmap, then at most
-    COUNT_CAP + 1 rows (bitmap_scans_only).
+    A text search's capped count is bounded whatever the matches' positions
+    (_capped_search_count).
     """
     if not filtered:
         estimate = estimated_table_rows()
         if estimate is not None and estimate >= ESTIMATE_THRESHOLD:
             return CountInfo(estimate, exact=False)
         return CountInfo(qs.order_by().count(), exact=True)
-    capped_qs = qs.order_by().values("pk")[: COUNT_CAP + 1]
     if text_search:
-        with bitmap_scans_only():
-            capped = capped_qs.count()
-    else:
-        capped = capped_qs.count()
+        estimate = _planner_estimate(qs)
+        capped, recent = _capped_search_count(qs, estimate)
+        if capped <= COUNT_CAP:
+            return CountInfo(capped, exact=True, recent=recent)
+        return CountInfo(max(estimate, COUNT_CAP + 1), exact=False, recent=recent)
+    capped = qs.order_by().values("pk")[: COUNT_CAP + 1].count()
     if capped <= COUNT_CAP:
-        return CountInfo(capped, exact=capped <= COUNT_CAP)
+        return CountInfo(capped, exact=True)
     return CountInfo(max(_planner_estimate(qs), COUNT_CAP + 1), exact=False)
 
 
@@ -537,7 +570,12 @@ def _keyset_page(
     if values is not None:
         rows_qs = rows_qs.filter(_keyset_condition(spec, values, after=not backwards))
     cursor_id = values[0] if values is not None and spec.fields in (("-id",), ("id",)) else None
-    window = _keyset_rows(rows_qs, order, text_search=text_search, few_matches=count.exact, cursor_id=cursor_id)
+    # Newest first from the top: walk the newest ids only for a term the count found common
+    # there (it walked them); for any other the bitmap windows are cheaper.
+    walk = not (order[0] == "-id" and cursor_id is None and (count.recent is None or count.recent <= PAGE_SIZE))
+    window = _keyset_rows(
+        rows_qs, order, text_search=text_search, few_matches=count.exact, cursor_id=cursor_id, walk=walk
+    )
     more = len(window) > PAGE_SIZE
     rows = window[:PAGE_SIZE]
     if backwards:
@@ -572,7 +610,13 @@ SEARCH_WINDOWS = (8_192, 65_536, 524_288)
 
 
 def _keyset_rows(
-    qs: QuerySet[Any], order: list[str], *, text_search: bool, few_matches: bool, cursor_id: int | None = None
+    qs: QuerySet[Any],
+    order: list[str],
+    *,
+    text_search: bool,
+    few_matches: bool,
+    cursor_id: int | None = None,
+    walk: bool = True,
 ) -> list[dict[str, Any]]:
     """One page of rows in `order`, planned so a rare search term cannot walk the table.
 
@@ -586,18 +630,21 @@ def _keyset_rows(
     if text_search and few_matches:
         return list(qs.order_by(*[unindexed_order(name) for name in order])[:limit])
     if text_search and order[0].lstrip("-") == "id":
-        return _search_by_id_windows(qs, descending=order[0].startswith("-"), cursor_id=cursor_id)
+        return _search_by_id_windows(qs, descending=order[0].startswith("-"), cursor_id=cursor_id, walk=walk)
     return list(qs.order_by(*order)[:limit])
 
 
-def _search_by_id_windows(qs: QuerySet[Any], *, descending: bool, cursor_id: int | None) -> list[dict[str, Any]]:
+def _search_by_id_windows(
+    qs: QuerySet[Any], *, descending: bool, cursor_id: int | None, walk: bool = True
+) -> list[dict[str, Any]]:
     """Newest (or oldest) matches of a search with many matches, in windows of ids.
 
     Walking the primary key "until 51 rows match" costs as many rows as lie between the
     start and the 51st match: cheap when matches are spread (a few hundred rows), a whole
     stretch of the table when they cluster far from the newest rows ('042' over sequential
-    names). Instead: the newest SEARCH_WINDOWS[0] ids by a bounded walk; if they hold
-    fewer than a page, each wider window through the search indexes' bitmap restricted to
+    names). Instead: the newest SEARCH_WINDOWS[0] ids by a bounded walk (skipped when the
+    count saw too few matches there); if they hold fewer than a page, each wider window
+    through the search indexes' bitmap restricted to
     the id range, sorted (top-N). The work is bounded by the window, not by where the
     matches sit; beyond the last window, every match through the bitmap.
     """
@@ -610,6 +657,8 @@ def _search_by_id_windows(qs: QuerySet[Any], *, descending: bool, cursor_id: int
         return []
     order = unindexed_order("-id" if descending else "id")
     for number, size in enumerate(SEARCH_WINDOWS):
+        if number == 0 and not walk:
+            continue
         window = qs.filter(id__gt=anchor - size) if descending else qs.filter(id__lt=anchor + size)
         if number == 0:
             rows = list(window.order_by("-id" if descending else "id")[:limit])

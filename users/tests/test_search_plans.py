@@ -33,6 +33,7 @@ def clustered_far(monkeypatch: pytest.MonkeyPatch, settings: Any) -> list[int]:
     """600 users matching 'far', then 300 newer ones that do not: the matches sit far from the newest."""
     settings.USERS_CACHE_READS = False  # every call below plans and reads
     monkeypatch.setattr(selectors, "SEARCH_WINDOWS", (100, 1_000, 100_000))
+    monkeypatch.setattr(selectors, "COUNT_WALK", 100)
     far = make_users(600, prefix="far")
     make_users(300, prefix="near")
     with connection.cursor() as cursor:
@@ -56,11 +57,20 @@ def test_the_next_page_of_such_a_search_continues_from_its_cursor(clustered_far:
     assert [row["id"] for row in second.rows] == ids[50:100]
 
 
-def test_its_count_and_its_page_read_the_search_indexes_bitmap_not_the_table(clustered_far: list[int]) -> None:
+@pytest.mark.parametrize("dense", [True, False])
+def test_its_count_and_its_page_read_the_search_indexes_bitmap_not_the_table(
+    clustered_far: list[int], monkeypatch: pytest.MonkeyPatch, dense: bool
+) -> None:
+    # Expected common: the count walks the newest COUNT_WALK ids first (none match there).
+    monkeypatch.setattr(selectors, "DENSE_SEARCH", 0.0 if dense else 2.0)
     with CaptureQueriesContext(connection) as queries:
-        users_page(UserFilter(q="far"))
+        page = users_page(UserFilter(q="far"))
+    assert page.count.recent == (0 if dense else None)
     reads = [q["sql"] for q in queries.captured_queries if "LIKE" in q["sql"] and not q["sql"].startswith("EXPLAIN")]
-    count = next(sql for sql in reads if sql.startswith("SELECT COUNT(*)"))
+    counts = [sql for sql in reads if sql.startswith("SELECT COUNT(*)")]
+    assert len(counts) == (2 if dense else 1)
+    count = counts[-1]
+    assert '"users_vpnuser"."id" >' not in count  # every match, through the bitmap
     # The second window: the first (100 ids, a bounded walk) held no match.
     window = next(sql for sql in reads if '"users_vpnuser"."id" + 0' in sql or '("users_vpnuser"."id" + 0)' in sql)
     for sql in (count, window):
