@@ -12,6 +12,7 @@ from django.urls import reverse
 from containers import services
 from containers.forms import DockerHostForm
 from containers.models import BatchAction, BatchJob, BatchJobResult, DockerHost, VpnServer
+from vpnadmin.http import request_actor
 
 
 @admin.register(DockerHost)
@@ -34,15 +35,17 @@ class DockerHostAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: DockerHost, form: Any, change: bool) -> None:
         fields = {name: form.cleaned_data[name] for name in form.changed_data if name in form.cleaned_data}
         if change:
-            services.hosts_update(actor=request.user, host=obj, fields=fields)
+            services.hosts_update(actor=request_actor(request), host=obj, fields=fields)
             return
         names = [name for name in DockerHostForm.Meta.fields if name in form.cleaned_data]
-        created = services.hosts_create(actor=request.user, **{name: form.cleaned_data[name] for name in names})
+        created = services.hosts_create(
+            actor=request_actor(request), **{name: form.cleaned_data[name] for name in names}
+        )
         obj.pk, obj._state.adding = created.pk, False
 
     def delete_model(self, request: HttpRequest, obj: DockerHost) -> None:
         try:
-            services.hosts_delete(actor=request.user, host=obj)
+            services.hosts_delete(actor=request_actor(request), host=obj)
         except ValueError as exc:
             request._vpnadmin_refused = str(exc)  # type: ignore[attr-defined]  # read by response_delete
 
@@ -50,7 +53,7 @@ class DockerHostAdmin(admin.ModelAdmin):
         refused = []
         for host in queryset:
             try:
-                services.hosts_delete(actor=request.user, host=host)
+                services.hosts_delete(actor=request_actor(request), host=host)
             except ValueError as exc:
                 refused.append(str(exc))
         if refused:
@@ -66,12 +69,12 @@ class DockerHostAdmin(admin.ModelAdmin):
 
     @admin.action(description="Disable the selected hosts", permissions=["change"])
     def disable_hosts(self, request: HttpRequest, queryset: QuerySet[DockerHost]) -> None:
-        count = services.hosts_set_enabled(hosts=queryset, enabled=False, actor=request.user)
+        count = services.hosts_set_enabled(hosts=queryset, enabled=False, actor=request_actor(request))
         self.message_user(request, f"{count} hosts disabled.")
 
     @admin.action(description="Enable the selected hosts", permissions=["change"])
     def enable_hosts(self, request: HttpRequest, queryset: QuerySet[DockerHost]) -> None:
-        count = services.hosts_set_enabled(hosts=queryset, enabled=True, actor=request.user)
+        count = services.hosts_set_enabled(hosts=queryset, enabled=True, actor=request_actor(request))
         self.message_user(request, f"{count} hosts enabled.")
 
 
@@ -86,7 +89,7 @@ def _refused_or(request: HttpRequest, modeladmin: admin.ModelAdmin, obj_id: int)
 
 
 def _batch(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[VpnServer], action: str) -> None:
-    outcome = services.servers_run_batch(action=action, servers=queryset, actor=request.user)
+    outcome = services.servers_run_batch(action=action, servers=queryset, actor=request_actor(request))
     if outcome.job is not None:
         modeladmin.message_user(
             request, f"{action}: {outcome.job.total} servers, running in the background as job #{outcome.job.pk}."
@@ -116,7 +119,7 @@ class VpnServerAdmin(admin.ModelAdmin):
         return obj is None and super().has_change_permission(request)
 
     def delete_model(self, request: HttpRequest, obj: VpnServer) -> None:
-        outcome = services.servers_delete(servers=VpnServer.objects.filter(pk=obj.pk), actor=request.user)
+        outcome = services.servers_delete(servers=VpnServer.objects.filter(pk=obj.pk), actor=request_actor(request))
         failures = [f"{r.server_name}: {r.message}" for r in outcome.results if not r.ok]
         if failures:
             request._vpnadmin_refused = (  # type: ignore[attr-defined]  # read by response_delete
@@ -124,7 +127,7 @@ class VpnServerAdmin(admin.ModelAdmin):
             )
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[VpnServer]) -> None:
-        outcome = services.servers_delete(servers=queryset, actor=request.user)
+        outcome = services.servers_delete(servers=queryset, actor=request_actor(request))
         if outcome.failed:
             failures = "; ".join(f"{r.server_name}: {r.message}" for r in outcome.results if not r.ok)
             self.message_user(request, f"Kept, container not removed: {failures}"[:500], messages.ERROR)
@@ -169,7 +172,7 @@ class VpnServerAdmin(admin.ModelAdmin):
 
     @admin.action(description="Remove the containers and delete the selected servers", permissions=["delete"])
     def delete_servers(self, request: HttpRequest, queryset: QuerySet[VpnServer]) -> None:
-        outcome = services.servers_delete(servers=queryset, actor=request.user)
+        outcome = services.servers_delete(servers=queryset, actor=request_actor(request))
         deleted = len(outcome.results) - outcome.failed
         failures = "; ".join(f"{r.server_name}: {r.message}" for r in outcome.results if not r.ok)[:500]
         level = messages.WARNING if outcome.failed else messages.SUCCESS

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 from django.conf import settings
@@ -67,7 +67,7 @@ def _invalidate_servers(server_ids: list[int]) -> None:
 # --- batches -------------------------------------------------------------------------------
 
 
-def servers_batch_now(*, action: str, servers: Servers, actor: Any | None = None, audit: bool = True) -> BatchOutcome:
+def servers_batch_now(*, action: str, servers: Servers, actor: User | None = None, audit: bool = True) -> BatchOutcome:
     """Run one action on every server now, in this thread; one result per server, one audit entry."""
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}")
@@ -91,23 +91,23 @@ def servers_batch_now(*, action: str, servers: Servers, actor: Any | None = None
     return outcome
 
 
-def servers_start_batch(*, servers: Servers, actor: Any | None = None) -> BatchOutcome:
+def servers_start_batch(*, servers: Servers, actor: User | None = None) -> BatchOutcome:
     return servers_batch_now(action=BatchAction.START, servers=servers, actor=actor)
 
 
-def servers_stop_batch(*, servers: Servers, actor: Any | None = None) -> BatchOutcome:
+def servers_stop_batch(*, servers: Servers, actor: User | None = None) -> BatchOutcome:
     return servers_batch_now(action=BatchAction.STOP, servers=servers, actor=actor)
 
 
-def servers_restart_batch(*, servers: Servers, actor: Any | None = None) -> BatchOutcome:
+def servers_restart_batch(*, servers: Servers, actor: User | None = None) -> BatchOutcome:
     return servers_batch_now(action=BatchAction.RESTART, servers=servers, actor=actor)
 
 
-def servers_create_batch(*, servers: Servers, actor: Any | None = None) -> BatchOutcome:
+def servers_create_batch(*, servers: Servers, actor: User | None = None) -> BatchOutcome:
     return servers_batch_now(action=BatchAction.CREATE, servers=servers, actor=actor)
 
 
-def servers_remove_batch(*, servers: Servers, actor: Any | None = None) -> BatchOutcome:
+def servers_remove_batch(*, servers: Servers, actor: User | None = None) -> BatchOutcome:
     return servers_batch_now(action=BatchAction.REMOVE, servers=servers, actor=actor)
 
 
@@ -125,7 +125,7 @@ def _needs_queue(servers: QuerySet[VpnServer], limit: int) -> tuple[list[int], b
 
 
 def servers_run_batch(
-    *, action: str, servers: QuerySet[VpnServer], actor: Any | None = None, background_over: int | None = None
+    *, action: str, servers: QuerySet[VpnServer], actor: User | None = None, background_over: int | None = None
 ) -> BatchOutcome:
     """Run a batch now, or as a queue job whose progress the job page polls."""
     if action not in ACTIONS:
@@ -182,7 +182,7 @@ def servers_stats_batch(
 # --- reconciling with the engines ------------------------------------------------------------
 
 
-def servers_sync(*, hosts: Iterable[DockerHost] | None = None, actor: Any | None = None) -> list[HostSync]:
+def servers_sync(*, hosts: Iterable[DockerHost] | None = None, actor: User | None = None) -> list[HostSync]:
     """Make the database say what each engine really runs; one audit entry when anything changed."""
     host_list = list(hosts) if hosts is not None else list(DockerHost.objects.filter(enabled=True))
     if not host_list:
@@ -205,7 +205,7 @@ def servers_sync(*, hosts: Iterable[DockerHost] | None = None, actor: Any | None
 # --- hosts and servers as records --------------------------------------------------------
 
 
-def hosts_ensure_default(*, actor: Any | None = None) -> DockerHost | None:
+def hosts_ensure_default(*, actor: User | None = None) -> DockerHost | None:
     """The local engine from settings (DOCKER_HOST) as the first host; None when a host exists."""
     with transaction.atomic():
         if DockerHost.objects.exists():
@@ -220,14 +220,14 @@ def hosts_ensure_default(*, actor: Any | None = None) -> DockerHost | None:
     return host
 
 
-def hosts_create(*, actor: Any | None, **fields: Any) -> DockerHost:
+def hosts_create(*, actor: User | None, **fields: Any) -> DockerHost:
     with transaction.atomic():
         host = DockerHost.objects.create(**fields)
         audit_record(actor=actor, action="hosts_create", target="containers.DockerHost", count=1, object_ids=[host.pk])
     return host
 
 
-def hosts_update(*, actor: Any | None, host: DockerHost, fields: dict[str, Any]) -> DockerHost:
+def hosts_update(*, actor: User | None, host: DockerHost, fields: dict[str, Any]) -> DockerHost:
     """Save a host's changed settings (validated by DockerHostForm) with one audit entry naming them."""
     with transaction.atomic():
         for name, value in fields.items():
@@ -245,7 +245,7 @@ def hosts_update(*, actor: Any | None, host: DockerHost, fields: dict[str, Any])
     return host
 
 
-def hosts_delete(*, actor: Any | None, host: DockerHost) -> None:
+def hosts_delete(*, actor: User | None, host: DockerHost) -> None:
     """Delete a host that serves nothing; one with servers is refused (delete its servers first)."""
     with transaction.atomic():
         host = DockerHost.objects.select_for_update().get(pk=host.pk)
@@ -265,7 +265,7 @@ def hosts_delete(*, actor: Any | None, host: DockerHost) -> None:
         invalidate_on_commit([f"host:{pk}", "servers"])
 
 
-def hosts_set_enabled(*, hosts: QuerySet[DockerHost], enabled: bool, actor: Any | None) -> int:
+def hosts_set_enabled(*, hosts: QuerySet[DockerHost], enabled: bool, actor: User | None) -> int:
     with transaction.atomic():
         ids = list(hosts.exclude(enabled=enabled).values_list("pk", flat=True))
         DockerHost.objects.filter(pk__in=ids).update(enabled=enabled)
@@ -297,7 +297,7 @@ def hosts_check(*, hosts: Iterable[DockerHost]) -> dict[int, str]:
 
 def servers_create(
     *,
-    actor: Any | None,
+    actor: User | None,
     host: DockerHost,
     name: str,
     protocol: str,
@@ -338,7 +338,7 @@ def servers_create(
     return server
 
 
-def servers_delete(*, servers: QuerySet[VpnServer], actor: Any | None) -> BatchOutcome:
+def servers_delete(*, servers: QuerySet[VpnServer], actor: User | None) -> BatchOutcome:
     """Remove the containers, then delete the records of those whose container is gone."""
     outcome = servers_batch_now(action=BatchAction.REMOVE, servers=servers, actor=actor, audit=False)
     gone = [r.server_id for r in outcome.results if r.ok]
@@ -358,3 +358,6 @@ def servers_delete(*, servers: QuerySet[VpnServer], actor: Any | None) -> BatchO
 
 # The data plane's entry point for users writes (lives in containers/sync.py with the applies).
 from containers.sync import servers_mark_dirty  # noqa: E402, F401
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User

@@ -13,6 +13,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from vpnadmin.audit import audit_record
+from vpnadmin.http import request_actor
 from vpnadmin.models import AuditEntry
 from vpnadmin.sessions import sessions_end_for_user
 
@@ -47,7 +48,7 @@ class StaffUserAdmin(UserAdmin):
     def end_sessions(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
         ended = 0
         for user in queryset.filter(is_staff=True)[:100]:
-            ended += sessions_end_for_user(actor=request.user, user=user, reason="administrator")
+            ended += sessions_end_for_user(actor=request_actor(request), user=user, reason="administrator")
         self.message_user(request, f"Ended {ended} session(s).")
 
     def has_manage_sessions_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -66,5 +67,7 @@ class LockoutAdmin(AccessAttemptAdmin):
         request.axes_attempt_time = timezone.now()  # type: ignore[attr-defined]  # what axes expects
         with transaction.atomic():
             count = self.handler.clean_expired_user_attempts(request=request)
-            audit_record(actor=request.user, action="lockouts_cleanup", target="axes.AccessAttempt", count=count)
+            audit_record(
+                actor=request_actor(request), action="lockouts_cleanup", target="axes.AccessAttempt", count=count
+            )
         self.message_user(request, f"Cleaned up {count} expired access attempts.")

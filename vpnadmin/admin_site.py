@@ -16,6 +16,7 @@ from django.db import models
 from django.http import HttpRequest
 
 from vpnadmin.audit import audit_changes, audit_entries_in_request, audit_record
+from vpnadmin.http import request_actor
 from vpnadmin.models import MAX_AUDITED_IDS
 
 _MARK = "_vpnadmin_audit_mark"
@@ -53,7 +54,7 @@ class AuditedAdminMixin:
         if mark is not None and audit_entries_in_request() > mark:
             return  # the service that saved it recorded the entry
         audit_record(
-            actor=request.user,
+            actor=request_actor(request),
             action=f"admin_{verb}",
             target=_label(type(obj)),
             count=1,
@@ -78,7 +79,7 @@ class AuditedAdminMixin:
         super().delete_model(request, obj)  # type: ignore[misc]  # a mixin: the ModelAdmin comes after it in the MRO
         if audit_entries_in_request() == mark:
             audit_record(
-                actor=request.user,
+                actor=request_actor(request),
                 action="admin_delete",
                 target=_label(type(obj)),
                 count=1,
@@ -93,7 +94,7 @@ class AuditedAdminMixin:
         super().delete_queryset(request, queryset)  # type: ignore[misc]  # a mixin: the ModelAdmin comes after it in the MRO
         if audit_entries_in_request() == mark:
             audit_record(
-                actor=request.user,
+                actor=request_actor(request),
                 action="admin_delete",
                 target=_label(queryset.model),
                 count=count,

@@ -11,12 +11,15 @@ import decimal
 import re
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import models
 
 from vpnadmin import requestctx
 from vpnadmin.models import MAX_AUDITED_IDS, AuditEntry
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 MASK = "••••••"
 # Field names whose values never reach the trail: credentials, keys, tokens, hashes.
@@ -59,7 +62,7 @@ def audit_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[s
 
 def audit_record(
     *,
-    actor: Any | None,
+    actor: User | None,
     action: str,
     target: str,
     count: int,

@@ -21,6 +21,12 @@ class AuthedHttpRequest(HttpRequest):
     htmx: HtmxDetails
 
 
+def request_actor(request: HttpRequest) -> User | None:
+    """The signed-in user a write is recorded against; None for the anonymous (audit says "system")."""
+    user = getattr(request, "user", None)
+    return user if user is not None and user.is_authenticated else None
+
+
 def wants_partial(request: HttpRequest) -> bool:
     """An htmx request that swaps part of the page (a boosted one wants the whole page)."""
     htmx = getattr(request, "htmx", None)

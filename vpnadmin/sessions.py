@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth import logout
@@ -22,6 +22,9 @@ from django.utils import timezone
 
 from vpnadmin.audit import audit_record
 from vpnadmin.models import UserSession
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 LAST_SEEN_KEY = "_vpnadmin_last_seen"
 # Writing the session on every request would be a database write per page view: the
@@ -50,7 +53,7 @@ def user_session_record(*, request: HttpRequest, user: Any) -> None:
     request.session[LAST_SEEN_KEY] = int(time.time())
 
 
-def sessions_end_for_user(*, actor: Any | None, user: Any, reason: str, audit: bool = True) -> int:
+def sessions_end_for_user(*, actor: User | None, user: Any, reason: str, audit: bool = True) -> int:
     """Delete every session of `user`. Returns how many ended.
 
     One audit entry, unless the caller's own entry covers it (`audit=False`: disabling a

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
@@ -17,6 +17,9 @@ from django.utils.module_loading import import_string
 from perf.cache.base import normalize_tags
 from perf.cache.tags import tagged_cache
 from vpnadmin.audit import audit_record
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 
 class CacheActionError(Exception):
@@ -39,7 +42,7 @@ class WarmReport:
         return text + "."
 
 
-def cache_invalidate_tag(*, actor: Any, tag: str) -> int:
+def cache_invalidate_tag(*, actor: User | None, tag: str) -> int:
     """Invalidate one tag: every value carrying it becomes a miss. Returns the tags invalidated (0 or 1)."""
     (tag,) = normalize_tags([tag])
     invalidated = int(tagged_cache().invalidate_tags([tag]))
@@ -60,7 +63,7 @@ def cache_count_pattern(*, pattern: str) -> int:
         raise CacheActionError(f"the cache did not answer ({type(error).__name__}); nothing was deleted") from None
 
 
-def cache_invalidate_pattern(*, actor: Any, pattern: str) -> int:
+def cache_invalidate_pattern(*, actor: User | None, pattern: str) -> int:
     """Delete the keys matching a glob; returns how many were deleted."""
     deleted = int(tagged_cache().invalidate_pattern(pattern))
     with transaction.atomic():
@@ -80,7 +83,7 @@ def _load_warmer(path: str) -> Callable[[Callable[[str], None]], int]:
     return warmer
 
 
-def cache_warm(*, actor: Any, progress: Callable[[str], None] = lambda message: None) -> WarmReport:
+def cache_warm(*, actor: User | None, progress: Callable[[str], None] = lambda message: None) -> WarmReport:
     """Run every warmer in settings.CACHE_WARMERS; one failing warmer does not stop the others."""
     report = WarmReport()
     for path in settings.CACHE_WARMERS:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -14,6 +14,9 @@ from perf.memory.leaks import Finding
 from perf.memory.profiler import ProfilerConfig, Snapshot, process_identity
 from perf.models import MemoryFinding, MemoryProcess, MemorySnapshot, ProfilerControl
 from vpnadmin.audit import audit_record
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 MAX_WINDOW_MINUTES = 240
 MAX_FRAMES = 25
@@ -152,7 +155,7 @@ def _control_for_update() -> ProfilerControl:
     return control
 
 
-def memory_tracemalloc_window_open(*, actor: Any, minutes: int, frames: int = 1) -> ProfilerControl:
+def memory_tracemalloc_window_open(*, actor: User | None, minutes: int, frames: int = 1) -> ProfilerControl:
     """Every worker starts tracemalloc at its next poll and stops it after `minutes`."""
     if not 1 <= minutes <= MAX_WINDOW_MINUTES:
         raise ValueError(f"the window lasts 1 to {MAX_WINDOW_MINUTES} minutes, got {minutes}")
@@ -175,7 +178,7 @@ def memory_tracemalloc_window_open(*, actor: Any, minutes: int, frames: int = 1)
     return control
 
 
-def memory_tracemalloc_window_close(*, actor: Any) -> ProfilerControl:
+def memory_tracemalloc_window_close(*, actor: User | None) -> ProfilerControl:
     with transaction.atomic():
         control = _control_for_update()
         was_open = control.tracemalloc_open
@@ -191,7 +194,7 @@ def memory_tracemalloc_window_close(*, actor: Any) -> ProfilerControl:
     return control
 
 
-def memory_garbage_collect(*, actor: Any) -> dict[str, Any]:
+def memory_garbage_collect(*, actor: User | None) -> dict[str, Any]:
     """Collect in this process now and ask every sampled worker to collect at its next poll."""
     from perf.memory.profiler import MemoryProfiler
     from perf.memory.sampler import worker_sampler

@@ -7,6 +7,7 @@ import os
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
@@ -141,7 +142,7 @@ def test_a_finding_opens_updates_and_closes_with_the_detection() -> None:
     assert MemoryFinding.objects.get(pk=opened.pk).closed_at is not None
 
 
-def test_the_sampler_records_snapshots_and_follows_the_tracemalloc_window(owner: object) -> None:
+def test_the_sampler_records_snapshots_and_follows_the_tracemalloc_window(owner: User) -> None:
     sampler = Sampler(ProfilerConfig(types_every=1))
     sampler.sample_once()
     sampler.sample_once()
@@ -164,7 +165,7 @@ def test_the_sampler_records_snapshots_and_follows_the_tracemalloc_window(owner:
     assert not sampler.profiler.tracing
 
 
-def test_a_requested_collection_runs_in_the_sampled_worker_and_is_recorded(owner: object) -> None:
+def test_a_requested_collection_runs_in_the_sampled_worker_and_is_recorded(owner: User) -> None:
     sampler = Sampler(ProfilerConfig())
     sampler.sample_once()
     result = memory_services.memory_garbage_collect(actor=owner)

@@ -19,6 +19,7 @@ from django.template.response import TemplateResponse
 from users.models import VpnUser
 from users.subscriptions.export import issued_csv
 from users.subscriptions.services import subscriptions_issue, subscriptions_revoke
+from vpnadmin.http import request_actor
 
 CONFIRMATION = "admin/users/vpnuser/subscriptions_confirmation.html"
 
@@ -63,7 +64,7 @@ def _issue(modeladmin: Any, request: HttpRequest, queryset: QuerySet[VpnUser], *
         )
         return _confirm(modeladmin, request, question, count, "Yes, issue and download")
     issued = subscriptions_issue(
-        actor=request.user, users=queryset, only_missing=only_missing, selection=_label(queryset, request)
+        actor=request_actor(request), users=queryset, only_missing=only_missing, selection=_label(queryset, request)
     )
     return issued_csv(request, issued)
 
@@ -84,7 +85,7 @@ def revoke_subscription_urls(modeladmin: Any, request: HttpRequest, queryset: Qu
         count = queryset.filter(subscription__isnull=False).order_by().count()
         question = f"Revoke the subscription URLs of {count:,} users? Their apps stop receiving settings."
         return _confirm(modeladmin, request, question, count, "Yes, revoke")
-    count = subscriptions_revoke(actor=request.user, users=queryset, selection=_label(queryset, request))
+    count = subscriptions_revoke(actor=request_actor(request), users=queryset, selection=_label(queryset, request))
     modeladmin.message_user(request, f"Revoked the subscription URLs of {count:,} users.", messages.SUCCESS)
     return None
 

@@ -10,7 +10,7 @@ Each call is one transaction, one audit entry, one invalidation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from django.db import connection, transaction
 from django.db.models import QuerySet
@@ -22,6 +22,9 @@ from users.subscriptions.models import Subscription
 from users.subscriptions.tokens import new_token, token_hash
 from vpnadmin.audit import audit_record
 from vpnadmin.models import MAX_AUDITED_IDS
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 TARGET = "users.VpnUser"
 WRITE_BATCH = 5_000
@@ -38,7 +41,7 @@ class IssuedToken:
 
 
 def subscriptions_issue(
-    *, actor: Any | None, users: QuerySet[VpnUser], only_missing: bool = False, selection: str = ""
+    *, actor: User | None, users: QuerySet[VpnUser], only_missing: bool = False, selection: str = ""
 ) -> list[IssuedToken]:
     """A new token for every user in `users` (only those without one if `only_missing`).
 
@@ -70,13 +73,13 @@ def subscriptions_issue(
     return issued
 
 
-def subscription_rotate(*, actor: Any | None, user_id: int) -> IssuedToken | None:
+def subscription_rotate(*, actor: User | None, user_id: int) -> IssuedToken | None:
     """A new token for one user (the old URL stops at once); None if the user is gone."""
     issued = subscriptions_issue(actor=actor, users=VpnUser.objects.filter(pk=user_id), selection=f"user {user_id}")
     return issued[0] if issued else None
 
 
-def subscriptions_revoke(*, actor: Any | None, users: QuerySet[VpnUser], selection: str = "") -> int:
+def subscriptions_revoke(*, actor: User | None, users: QuerySet[VpnUser], selection: str = "") -> int:
     """Delete the subscription of every user in `users`: their URLs answer 404 from commit on."""
     # The selection compiled as a top-level query: nested as a Django subquery its tables
     # are aliased, and a search filter's raw SQL naming "users_vpnuser" would break.
