@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core import signing
 from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.template.defaultfilters import filesizeformat
@@ -211,6 +212,12 @@ def _queue(
     return step
 
 
+# The selection travels as a pickled Query (an admin changelist's query can be anything
+# the admin builds); it is signed so a row written into the queue table by anyone without
+# the secret key is refused before it is unpickled.
+_QUERY_SIGNER = signing.Signer(salt="users.bulk.queued-query")
+
+
 def queue_arguments(
     action: BulkAction,
     users: QuerySet[VpnUser],
@@ -227,7 +234,7 @@ def queue_arguments(
         values["expire_at"] = values["expire_at"].isoformat()
     return {
         "action": action.name,
-        "query": base64.b64encode(pickle.dumps(users.query)).decode(),
+        "query": _QUERY_SIGNER.sign(base64.b64encode(pickle.dumps(users.query)).decode()),
         "stamp": stamp if action.asks_first else "",
         "edit": {"values": values, "add_days": edit.add_days, "add_bytes": edit.add_bytes} if edit else None,
         "actor_id": actor.pk if actor is not None else None,
@@ -255,8 +262,16 @@ def bulk_run_queued(
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext('users.run_bulk_action'), %s)", [job_id])
         if AuditEntry.objects.filter(target=services.TARGET, detail__selection=label).exists():
             return "done before (this is a retry)"
+        try:
+            payload = base64.b64decode(_QUERY_SIGNER.unsign(query))
+        except signing.BadSignature:
+            # Not written by queue_arguments with this deployment's key: never unpickle it.
+            detail = {"selection": label, "action": action, "refused": "the queued selection's signature is invalid"}
+            audit_record(actor=None, action="users_bulk_refused", target=services.TARGET, count=0, detail=detail)
+            return "refused: the queued selection's signature is invalid"
         users = VpnUser.objects.all()
-        users.query = pickle.loads(base64.b64decode(query))  # noqa: S301 - written by queue_arguments, read from our own database  # nosec B301
+        # Signed above with SECRET_KEY: only this app's own queue_arguments could have written it.
+        users.query = pickle.loads(payload)  # noqa: S301  # nosec B301
         actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
         bulk_edit = services.BulkEdit(**edit) if edit else None
         try:

@@ -122,3 +122,18 @@ def test_a_big_disable_is_queued_not_written_in_the_request(owner_client: Client
     response = owner_client.post("/users/bulk/", {"action": "disable", "select_all": "on"}, follow=True)
     assert "“Disable” on more than 3 users runs in a queue worker" in _text(response)
     assert VpnUser.objects.filter(is_active=True).count() == 5
+
+
+@pytest.mark.django_db
+def test_a_queued_selection_not_signed_by_this_deployment_is_never_unpickled(owner: Any) -> None:
+    make_users(2)
+    users = VpnUser.objects.all()
+    arguments = bulk.queue_arguments(
+        bulk.BULK_ACTIONS["delete"], users, actor=owner, selection="all", stamp=bulk.selection_stamp(users), edit=None
+    )
+    # A row someone wrote into the queue table directly: a pickle with no valid signature.
+    payload, _, _signature = arguments["query"].rpartition(":")
+    forged = {**arguments, "query": f"{payload}:forged"}
+    assert bulk.bulk_run_queued(job_id=79, **forged) == "refused: the queued selection's signature is invalid"
+    assert VpnUser.objects.count() == 2
+    assert AuditEntry.objects.filter(action="users_bulk_refused").count() == 1
