@@ -270,9 +270,15 @@ def _insert(
             "SELECT nextval(pg_get_serial_sequence('users_vpnuser', 'id')) FROM generate_series(1, %s)", [len(clean)]
         )
         ids = sorted(row[0] for row in cursor.fetchall())
+        pending_list = None
         if len(clean) >= LARGE_BATCH:
-            # Transaction-local: only this write's COPY uses the larger pending list.
-            cursor.execute("SELECT set_config('gin_pending_list_limit', %s, true)", [LARGE_BATCH_GIN_PENDING_LIST])
+            # Only this write's COPY uses the larger pending list (restored after it, also
+            # inside a caller's longer transaction).
+            cursor.execute(
+                "SELECT current_setting('gin_pending_list_limit'), set_config('gin_pending_list_limit', %s, true)",
+                [LARGE_BATCH_GIN_PENDING_LIST],
+            )
+            pending_list = cursor.fetchone()[0]
             transaction.on_commit(_clean_search_indexes_later)
         raw = cursor.connection
         sql = f"COPY users_vpnuser ({', '.join(columns)}) FROM STDIN"
@@ -294,6 +300,8 @@ def _insert(
                 written += len(chunk)
                 if progress:
                     progress(f"wrote {written:,} of {len(clean):,} users")
+        if pending_list is not None:
+            cursor.execute("SELECT set_config('gin_pending_list_limit', %s, true)", [pending_list])
     return ids
 
 
@@ -303,8 +311,9 @@ def _clean_search_indexes_later() -> None:
 
     from users.tasks import clean_search_indexes
 
-    # Already waiting: one merge covers every batch committed before it runs.
-    with contextlib.suppress(AlreadyEnqueued):
+    # Already waiting: one merge covers every batch committed before it runs. A savepoint,
+    # so the refused insert leaves any surrounding transaction usable.
+    with contextlib.suppress(AlreadyEnqueued), transaction.atomic():
         clean_search_indexes.defer()
 
 
