@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 from procrastinate import JobContext, RetryStrategy
 from procrastinate.contrib.django import app
@@ -114,9 +115,14 @@ def defer_server_applies(*, server_ids: Iterable[int]) -> int:
     for pk in server_ids:
         key = f"containers.apply_server:{pk}"
         try:
-            apply_server.configure(
-                lock=key, queueing_lock=key, schedule_at=timezone.now() + timedelta(seconds=settings.VPN_APPLY_DEBOUNCE)
-            ).defer(server_id=pk)
+            # A savepoint: the queueing lock refuses by a unique violation, which would
+            # otherwise abort a caller's open transaction along with this one insert.
+            with transaction.atomic():
+                apply_server.configure(
+                    lock=key,
+                    queueing_lock=key,
+                    schedule_at=timezone.now() + timedelta(seconds=settings.VPN_APPLY_DEBOUNCE),
+                ).defer(server_id=pk)
         except AlreadyEnqueued:
             continue  # the waiting apply reads the users as they are when it runs
         deferred += 1

@@ -8,6 +8,7 @@ ALLOWED_HOSTS, CSRF_TRUSTED_ORIGINS, collected and hashed static files).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -243,3 +244,12 @@ def test_gunicorn_itself_sends_plain_http_to_https(site: Site) -> None:
     direct = requests.get(app_url, allow_redirects=False, timeout=10, headers={"Host": "127.0.0.1"})
     assert direct.status_code == 301
     assert direct.headers["Location"] == "https://127.0.0.1/login/"
+
+
+def test_nginx_logs_subscription_urls_without_their_token(site: Site) -> None:
+    token = "nginx-log-probe-" + os.urandom(8).hex()
+    for url in (f"{site.https_url}/sub/{token}/", f"{site.http_url}/sub/{token}/"):
+        requests.get(url, verify=str(site.certificate), allow_redirects=False, timeout=10)
+    log = Path("/var/log/nginx/vpnadmin.access.log").read_text(errors="replace")
+    assert token not in log
+    assert "/sub/<token>/" in log

@@ -28,6 +28,9 @@ accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None  # empty: no acces
 logger_class = "users.subscriptions.redact.RedactingGunicornLogger"
 errorlog = "-"
 wsgi_app = "vpnadmin.wsgi:application"
+# gunicorn 27's control socket defaults to ~/.gunicorn/gunicorn.ctl, one path shared by
+# every gunicorn of the same account (tests and benches start many): nothing here uses it.
+control_socket_disable = True
 
 
 # --- memory sampler and Prometheus multi-process metrics (perf) ----------------------
