@@ -101,7 +101,10 @@ class VlessKind:
         script = (
             f"cd {CONFIG_DIR} && if ! out=$(v2ray -test -config {CONFIG}.next 2>&1); then"
             f' rm -f {CONFIG}.next; echo "$out"; exit 3; fi'
-            f"; {query} {shlex.quote(_QUERY_USERS)} 2>/dev/null && echo {_COUNTERS_READ}"
+            # No core running (a first apply, or one mid-restart): nothing to read, and
+            # v2ctl would wait its 3 s for an API that is not there.
+            ' ; if [ -s /run/core.pid ] && kill -0 "$(cat /run/core.pid)" 2>/dev/null; then'
+            f" {query} {shlex.quote(_QUERY_USERS)} 2>/dev/null && echo {_COUNTERS_READ}; fi"
             f"; {swap([CONFIG])} && {record_applied(digest)}"
             " && { [ -s /run/core.pid ] && kill $(cat /run/core.pid) 2>/dev/null; true; }"
         )
