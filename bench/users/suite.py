@@ -312,6 +312,8 @@ def _bench_pages() -> list[Row]:
             "list page 10,000 deep (keyset; 10 deep at 1k)",
         ),
         "substring": ("/users/?q=l12", "/users/?q=l12", "search, 3-character substring 'l12' (5% match)"),
+        # Not a full page at 1k: '042' matches 11 of 1,000 sequential names there (ranked, 11
+        # rows rendered) against 50 rows at 1M, so this ratio also carries ~40 rows of rendering.
         "clustered": ("/users/?q=042", "/users/?q=042", "search, substring '042', matches clustered by id"),
         "fulltext": ("/users/?q=plus", "/users/?q=plus", "search, full-text word 'plus' (20% match)"),
         "fulltext_rare": ("/users/?q=t17", "/users/?q=t17", "search, full-text rare 't17' (20 matches, ranked)"),
