@@ -234,7 +234,8 @@ class Watcher:
         except (DatabaseError, SnapshotStoreFull) as exc:
             if isinstance(exc, DatabaseError) and not connection.in_atomic_block:
                 connection.close()  # made anew at the next write
-            text = first_line(exc)
+            # Our own message is written for the operator; a driver's needs its type named.
+            text = str(exc) if isinstance(exc, SnapshotStoreFull) else first_line(exc)
             kind = "full" if isinstance(exc, SnapshotStoreFull) else "unavailable"
             message = f"snapshot store {kind}: {text}; watching goes on in memory and the report is still written"
             if message != self.store_error:
