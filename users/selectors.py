@@ -341,31 +341,28 @@ def bitmap_scans_only() -> Iterator[None]:
             )
 
 
-# The newest ids a text search's capped count walks first, when the planner expects the
-# term to be common (at least DENSE_SEARCH of the table).
+# The newest ids a text search's capped count walks first (a bounded walk).
 COUNT_WALK = 12_000
-DENSE_SEARCH = 0.08
 
 
-def _capped_search_count(qs: QuerySet[VpnUser], estimate: int) -> tuple[int, int | None]:
+def _capped_search_count(qs: QuerySet[VpnUser]) -> tuple[int, int]:
     """How many users match a text search, up to COUNT_CAP + 1, at a bounded cost; and how
-    many of them among the newest COUNT_WALK ids, when it looked there.
+    many of them among the newest COUNT_WALK ids.
 
     "Scan until COUNT_CAP + 1 match" is what the planner picks, and it reads a million
-    rows when the matches sit far from where the scan starts. Instead, a term the planner
-    expects to be common walks the newest COUNT_WALK ids (over the cap there, usually);
-    any other, or a common one that was not over the cap there, counts every match
-    through the search indexes' bitmap (its cost is the number of matches, and it stops
-    reading rows at the cap).
+    rows when the matches sit far from where the scan starts. Instead: the newest
+    COUNT_WALK ids (a term matching a few percent of the users is over the cap there);
+    only if they hold fewer, every match through the search indexes' bitmap (its cost
+    is the number of matches, and it stops reading rows at the cap). The planner's
+    estimate cannot choose between the two: it rates '042' and 'l12' alike, and one is
+    clustered far from the newest rows while the other is spread evenly.
     """
-    table = estimated_table_rows() or 0
-    recent = None
-    if table and estimate >= DENSE_SEARCH * table:
-        edge = VpnUser.objects.aggregate(edge=Max("id"))["edge"]  # an index endpoint: < 1 ms
-        if edge is not None:
-            recent = qs.filter(id__gt=edge - COUNT_WALK).order_by().values("pk")[: COUNT_CAP + 1].count()
-            if recent > COUNT_CAP:
-                return recent, recent
+    edge = VpnUser.objects.aggregate(edge=Max("id"))["edge"]  # an index endpoint: < 1 ms
+    if edge is None:
+        return 0, 0
+    recent = qs.filter(id__gt=edge - COUNT_WALK).order_by().values("pk")[: COUNT_CAP + 1].count()
+    if recent > COUNT_CAP:
+        return recent, recent
     with bitmap_scans_only():
         return qs.order_by().values("pk")[: COUNT_CAP + 1].count(), recent
 
@@ -382,11 +379,10 @@ def count_users(qs: QuerySet[VpnUser], *, filtered: bool, text_search: bool = Fa
             return CountInfo(estimate, exact=False)
         return CountInfo(qs.order_by().count(), exact=True)
     if text_search:
-        estimate = _planner_estimate(qs)
-        capped, recent = _capped_search_count(qs, estimate)
+        capped, recent = _capped_search_count(qs)
         if capped <= COUNT_CAP:
             return CountInfo(capped, exact=True, recent=recent)
-        return CountInfo(max(estimate, COUNT_CAP + 1), exact=False, recent=recent)
+        return CountInfo(max(_planner_estimate(qs), COUNT_CAP + 1), exact=False, recent=recent)
     capped = qs.order_by().values("pk")[: COUNT_CAP + 1].count()
     if capped <= COUNT_CAP:
         return CountInfo(capped, exact=True)
@@ -570,9 +566,9 @@ def _keyset_page(
     if values is not None:
         rows_qs = rows_qs.filter(_keyset_condition(spec, values, after=not backwards))
     cursor_id = values[0] if values is not None and spec.fields in (("-id",), ("id",)) else None
-    # Newest first from the top: walk the newest ids only for a term the count found common
-    # there (it walked them); for any other the bitmap windows are cheaper.
-    walk = not (order[0] == "-id" and cursor_id is None and (count.recent is None or count.recent <= PAGE_SIZE))
+    # Newest first from the top: the count walked the newest ids already; if they hold less
+    # than a page, walking them again cannot fill it.
+    walk = not (order[0] == "-id" and cursor_id is None and count.recent is not None and count.recent <= PAGE_SIZE)
     window = _keyset_rows(
         rows_qs, order, text_search=text_search, few_matches=count.exact, cursor_id=cursor_id, walk=walk
     )
