@@ -30,7 +30,7 @@ from procrastinate.job_context import AbortReason
 from containers import jobs, sync
 from containers.collector import collect_stats_once
 from vpnadmin.errors import first_line
-from vpnadmin.queue import every
+from vpnadmin.queue import periodic_task
 
 logger = logging.getLogger(__name__)
 
@@ -61,36 +61,19 @@ def run_batch_job(context: JobContext, job_id: int) -> None:
         raise
 
 
-@app.task(
-    name="containers.collect_stats",
-    queue="periodic",
-    lock="containers.collect_stats",
-    queueing_lock="containers.collect_stats",
-)
+@periodic_task("containers.collect_stats", every_seconds=settings.CONTAINERS_STATS_INTERVAL, periodic_id="stats")
 def collect_stats(timestamp: int) -> str:
     report = collect_stats_once()
     return f"{report.sampled} sampled, {report.not_running} not running, {report.failed} failed"
 
 
-@app.task(
-    name="containers.sync_servers",
-    queue="periodic",
-    lock="containers.sync_servers",
-    queueing_lock="containers.sync_servers",
-)
+@periodic_task("containers.sync_servers", every_seconds=settings.CONTAINERS_SYNC_INTERVAL, periodic_id="sync")
 def sync_servers(timestamp: int) -> str:
     # What runs changes behind the app's back (a container removed or started by hand).
     from containers.services import servers_sync
 
     reports = servers_sync()
     return ", ".join(f"{r.host}: {'ok' if r.reachable else r.error}" for r in reports) or "no hosts"
-
-
-# An interval of 0 turns a pass off (tests; a deployment that reconciles by hand).
-if settings.CONTAINERS_STATS_INTERVAL > 0:
-    app.periodic(cron=every(settings.CONTAINERS_STATS_INTERVAL), periodic_id="stats")(collect_stats)
-if settings.CONTAINERS_SYNC_INTERVAL > 0:
-    app.periodic(cron=every(settings.CONTAINERS_SYNC_INTERVAL), periodic_id="sync")(sync_servers)
 
 
 # --- the VPN data plane (containers/sync.py) -----------------------------------------------
@@ -129,42 +112,19 @@ def defer_server_applies(*, server_ids: Iterable[int]) -> int:
     return deferred
 
 
-@app.task(
-    name="containers.poll_traffic",
-    queue="periodic",
-    lock="containers.poll_traffic",
-    queueing_lock="containers.poll_traffic",
-)
+@periodic_task("containers.poll_traffic", every_seconds=settings.VPN_POLL_INTERVAL, periodic_id="vpn-poll")
 def poll_traffic(timestamp: int) -> str:
     result = sync.servers_poll_traffic()
     failed = f", {len(result.errors)} failed" if result.errors else ""
     return f"{result.servers} servers, {result.users} users, {result.bytes} bytes{failed}"
 
 
-@app.task(
-    name="containers.converge_servers",
-    queue="periodic",
-    lock="containers.converge_servers",
-    queueing_lock="containers.converge_servers",
-)
+@periodic_task("containers.converge_servers", every_seconds=settings.VPN_CONVERGE_INTERVAL, periodic_id="vpn-converge")
 def converge_servers(timestamp: int) -> str:
     # Servers left pending: an engine that was down, a container that started since.
     return f"{defer_server_applies(server_ids=sync.servers_needing_apply())} applies deferred"
 
 
-@app.task(
-    name="containers.reset_traffic",
-    queue="periodic",
-    lock="containers.reset_traffic",
-    queueing_lock="containers.reset_traffic",
-)
+@periodic_task("containers.reset_traffic", every_seconds=settings.VPN_RESET_INTERVAL, periodic_id="vpn-reset")
 def reset_traffic(timestamp: int) -> str:
     return f"{sync.users_reset_periodic()} users started a new period"
-
-
-if settings.VPN_POLL_INTERVAL > 0:
-    app.periodic(cron=every(settings.VPN_POLL_INTERVAL), periodic_id="vpn-poll")(poll_traffic)
-if settings.VPN_CONVERGE_INTERVAL > 0:
-    app.periodic(cron=every(settings.VPN_CONVERGE_INTERVAL), periodic_id="vpn-converge")(converge_servers)
-if settings.VPN_RESET_INTERVAL > 0:
-    app.periodic(cron=every(settings.VPN_RESET_INTERVAL), periodic_id="vpn-reset")(reset_traffic)

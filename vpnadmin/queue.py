@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError
@@ -38,6 +40,22 @@ def every(seconds: float) -> str:
     if minutes < 60:
         return f"*/{minutes} * * * *"
     return f"0 */{max(1, minutes // 60)} * * *"
+
+
+def periodic_task(name: str, *, every_seconds: float, periodic_id: str) -> Callable[[Callable[..., Any]], Any]:
+    """A task run once per `every_seconds` across all workers (0 turns it off).
+
+    Its lock keeps two runs from overlapping (one that overruns its interval is not
+    started twice); its queueing lock keeps missed ticks from piling up behind it.
+    """
+
+    def register(function: Callable[..., Any]) -> Any:
+        task = app.task(name=name, queue="periodic", lock=name, queueing_lock=name)(function)
+        if every_seconds > 0:
+            app.periodic(cron=every(every_seconds), periodic_id=periodic_id)(task)
+        return task
+
+    return register
 
 
 @app.periodic(cron=every(settings.QUEUE_STALLED_AFTER / 2), periodic_id="stalled")
