@@ -232,8 +232,9 @@ def _check_reachable(path: Path, account: Account) -> None:
         if not parent.stat().st_mode & 0o001:
             raise LaunchError(
                 f"the engines run as the unprivileged user {account.name}, who cannot enter {parent} "
-                f"(needed for {path}): `chmod o+x {parent}`, put the checkout elsewhere, "
-                "or run `make run` as a normal user"
+                f"(needed for {path}): `chmod o+x {parent}`, set VPNADMIN_VAR_DIR to a directory "
+                "it can reach (e.g. VPNADMIN_VAR_DIR=/var/lib/vpnadmin make run), put the checkout "
+                "elsewhere, or run `make run` as a normal user"
             )
 
 
