@@ -369,3 +369,30 @@ def test_the_cached_rows_of_the_list_change_as_soon_as_a_user_is_disabled(
         users_set_active(actor=None, users=VpnUser.objects.filter(pk=ids[0]), active=False)
     second = _text(owner_client.get("/users/"))
     assert second.count('class="badge badge-disabled"') == 1
+
+
+def test_extra_fields_posted_to_the_user_forms_are_ignored(make_operator: Any) -> None:
+    operator = make_operator("users.view_vpnuser", "users.add_vpnuser", "users.change_vpnuser", username="forger")
+    client = Client()
+    client.force_login(operator)
+    forged = {
+        "is_superuser": "on",
+        "is_staff": "on",
+        "wg_private_key": "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=",
+        "credential_uuid": "00000000-0000-4000-8000-000000000000",
+        "used_traffic": "0",
+        "wg_address": "10.8.0.2",
+    }
+    data = {"username": "forge.new", "protocol": "wireguard", "reset_strategy": "none", "is_active": "on"}
+    assert client.post("/users/new/", {**data, **forged}).status_code == 302
+    created = VpnUser.objects.get(username="forge.new")
+    assert created.wg_private_key != forged["wg_private_key"] and created.wg_address is None
+    (pk,) = make_users(1, used_traffic=5000)
+    before = VpnUser.objects.get(pk=pk)
+    form = {"username": "ignored", "protocol": "vless", "reset_strategy": "none", "note": "edited"}
+    assert client.post(f"/users/{pk}/", {**form, **forged}).status_code == 302
+    after = VpnUser.objects.get(pk=pk)
+    assert after.note == "edited"
+    assert (after.credential_uuid, after.used_traffic) == (before.credential_uuid, 5000)
+    operator.refresh_from_db()
+    assert not operator.is_superuser
