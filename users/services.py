@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any, cast
 from django.db import IntegrityError, connection, transaction
 from django.db.models import (
     CASCADE,
+    DO_NOTHING,
+    PROTECT,
+    RESTRICT,
     SET_NULL,
     BigIntegerField,
     Case,
@@ -611,6 +614,10 @@ def _delete_set(users: QuerySet[VpnUser]) -> int:
     to cascade by primary keys. The rows that reference users are removed (or
     detached) here by the same filter instead, then the users by one statement.
     """
+    if not all(_translatable(relation) for relation in VpnUser._meta.related_objects):
+        # A relation one statement cannot follow (a custom on_delete, a cascade that goes
+        # on to further tables): Django's own collector, slower but exactly right.
+        return users.order_by().delete()[1].get(VpnUser._meta.label, 0)
     selected = users.order_by().values("pk")
     # Compiled once, as a top-level query: nested as a Django subquery its tables get
     # aliases (U0), and a search filter's raw SQL that names "users_vpnuser" would break.
@@ -621,14 +628,28 @@ def _delete_set(users: QuerySet[VpnUser]) -> int:
             model = cast("type[Model]", relation.related_model)  # resolved once the apps are ready
             table, column = quote(model._meta.db_table), quote(relation.field.column)
             on_delete = relation.on_delete
-            if on_delete is CASCADE:  # a model nothing references: one DELETE is the whole cascade
+            if on_delete is CASCADE:  # a model nothing references (_translatable): one DELETE is the cascade
                 cursor.execute(f"DELETE FROM {table} WHERE {column} IN ({sql})", params)  # noqa: S608 - compiled SQL  # nosec B608
             elif on_delete is SET_NULL:
                 cursor.execute(f"UPDATE {table} SET {column} = NULL WHERE {column} IN ({sql})", params)  # noqa: S608  # nosec B608
-            else:
-                raise NotImplementedError(f"{model.__name__}.{relation.field.name}: {on_delete.__name__}")
+            elif on_delete in (PROTECT, RESTRICT):
+                cursor.execute(f"SELECT 1 FROM {table} WHERE {column} IN ({sql}) LIMIT 1", params)  # noqa: S608  # nosec B608
+                if cursor.fetchone():
+                    raise BulkRefused(
+                        f"Some selected users are still referenced by {model._meta.verbose_name_plural}: "
+                        "remove those first. Nothing was deleted."
+                    )
+            # DO_NOTHING: the database's own constraint decides, as Django would leave it.
         cursor.execute(f"DELETE FROM users_vpnuser WHERE id IN ({sql})", params)  # noqa: S608 - Django-compiled SQL  # nosec B608
         return cursor.rowcount
+
+
+def _translatable(relation: Any) -> bool:
+    """Whether `_delete_set` can follow this relation with one statement."""
+    if relation.on_delete in (SET_NULL, PROTECT, RESTRICT, DO_NOTHING):
+        return True
+    model = cast("type[Model]", relation.related_model)
+    return relation.on_delete is CASCADE and not model._meta.related_objects
 
 
 # --- bulk edit ------------------------------------------------------------------------
