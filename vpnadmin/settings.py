@@ -8,7 +8,6 @@ servers; with neither set they are the embedded engines `make run` starts under 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from vpnadmin.embedded import Layout
 from vpnadmin.env import (
@@ -123,10 +122,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 VPNADMIN_ROLE = envstr("VPNADMIN_ROLE", "")
 DATABASE_STATEMENT_TIMEOUT_MS = envint("DATABASE_STATEMENT_TIMEOUT_MS", 30_000, minimum=100)
 DATABASE_WORKER_STATEMENT_TIMEOUT_MS = envint("DATABASE_WORKER_STATEMENT_TIMEOUT_MS", 3_600_000, minimum=100)
-_default_db: dict[str, Any] = DATABASES["default"]
-if str(_default_db["ENGINE"]).endswith("postgresql"):
-    _timeout_ms = DATABASE_STATEMENT_TIMEOUT_MS if VPNADMIN_ROLE == "web" else DATABASE_WORKER_STATEMENT_TIMEOUT_MS
-    _default_db.setdefault("OPTIONS", {})["options"] = f"-c statement_timeout={_timeout_ms}"
+_timeout_ms = DATABASE_STATEMENT_TIMEOUT_MS if VPNADMIN_ROLE == "web" else DATABASE_WORKER_STATEMENT_TIMEOUT_MS
+DATABASES["default"]["OPTIONS"]["options"] = f"-c statement_timeout={_timeout_ms}"
 
 # --- cache -------------------------------------------------------------------------
 REDIS_URL = redis_url("REDIS_URL")
